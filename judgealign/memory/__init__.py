@@ -1,0 +1,1 @@
+"""MemAlign's memories: semantic (guidelines with provenance) and episodic (Chroma examples)."""

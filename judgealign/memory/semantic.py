@@ -1,0 +1,103 @@
+"""Semantic memory: guidelines distilled from expert feedback, each with its provenance.
+
+A guideline is kept (it steers the judge) or rejected (kept only for transparency, with the
+reason). Its ``sources`` are the item ids of the labelled examples it was distilled from, so
+that forgetting those items (``unalign``) can remove it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+Reason = Literal["ungrounded", "duplicate", "restates_rubric", "no_sources", "over_cap",
+                 "failed_validation", "empty"]
+GUIDELINES_HEADING = "Guidelines learned from expert reviewers (apply them):"
+
+
+@dataclass(frozen=True)
+class Guideline:
+    """One short, checkable rule for one dimension.
+
+    ``support`` counts the distinct examples behind it (grows when duplicates merge);
+    ``grounding`` is the similarity score the grounding filter measured (None if not checked).
+    """
+
+    text: str
+    dimension: str
+    sources: tuple[str, ...]
+    support: int = 1
+    grounding: float | None = None
+    reason: Reason | None = None  # set on rejected guidelines only
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(f"{self.dimension}\n{self.text}".encode()).hexdigest()
+        return "g-" + digest[:12]
+
+    def with_sources(self, sources: Sequence[str]) -> Guideline:
+        return replace(self, sources=tuple(sources), support=len(set(sources)))
+
+    def rejected(self, reason: Reason) -> Guideline:
+        return replace(self, reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        data["id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Guideline:
+        fields = {k: v for k, v in data.items() if k != "id"}
+        fields["sources"] = tuple(fields.get("sources", ()))
+        return cls(**fields)
+
+
+def render_guidelines(guidelines: Sequence[Guideline]) -> str:
+    """The block appended to a dimension's instructions ('' when there is none)."""
+    if not guidelines:
+        return ""
+    lines = [GUIDELINES_HEADING]
+    lines += [f"- {g.text}" for g in guidelines]
+    return "\n".join(lines)
+
+
+def merge_duplicates(kept: Sequence[Guideline], new: Sequence[Guideline], vectors_kept: np.ndarray,
+                     vectors_new: np.ndarray, threshold: float
+                     ) -> tuple[list[Guideline], list[Guideline]]:
+    """Fold each new guideline into an existing near-duplicate (cosine >= threshold).
+
+    Shapes: ``vectors_kept`` (len(kept), d), ``vectors_new`` (len(new), d), L2-normalised.
+    The survivor keeps its text and gains the duplicate's sources. Returns the updated
+    guidelines (old first, then genuinely new ones) and the duplicates, marked rejected.
+    """
+    pool = list(kept)
+    pool_vecs = [v for v in vectors_kept]
+    duplicates: list[Guideline] = []
+    for g, vec in zip(new, vectors_new, strict=True):
+        if pool_vecs:
+            sims = np.stack(pool_vecs) @ vec
+            best = int(np.argmax(sims))
+            if float(sims[best]) >= threshold:
+                target = pool[best]
+                merged_sources = tuple(dict.fromkeys(target.sources + g.sources))
+                pool[best] = target.with_sources(merged_sources)
+                duplicates.append(g.rejected("duplicate"))
+                continue
+        pool.append(g)
+        pool_vecs.append(vec)
+    return pool, duplicates
+
+
+def cap(guidelines: Sequence[Guideline], limit: int) -> tuple[list[Guideline], list[Guideline]]:
+    """Keep the ``limit`` best-supported guidelines (ties: older first); reject the rest."""
+    order = sorted(range(len(guidelines)), key=lambda i: (-guidelines[i].support, i))
+    keep = set(order[:limit])
+    kept = [g for i, g in enumerate(guidelines) if i in keep]
+    dropped = [g.rejected("over_cap") for i, g in enumerate(guidelines) if i not in keep]
+    return kept, dropped
