@@ -95,10 +95,12 @@ def _write(judge: Any, root: Path, config: Any) -> None:
 
 
 def _program_state(judge: Any) -> dict[str, Any]:
-    state = judge.dump_state()
-    for pred_state in state.values():  # the LM is chosen at load time, never saved
-        if isinstance(pred_state, dict):
-            pred_state.pop("lm", None)
+    """Each predictor's signature and stored demos; the LM is chosen at load, never saved."""
+    state = {}
+    for name, pred in judge.named_predictors():
+        state[name] = {"signature": pred.signature.dump_state(),
+                       "demos": [d.toDict() if hasattr(d, "toDict") else dict(d)
+                                 for d in pred.demos]}
     return state
 
 
@@ -252,15 +254,23 @@ def load(path: str | Path, lm: Any = None, *, config: Any = None, reembed: bool 
 
 
 def _check_program(judge: Any, state: Any, where: Path) -> None:
-    """The saved DSPy state must be what the rubric and guidelines rebuild, field for field."""
+    """The saved DSPy state must be what the rubric and guidelines rebuild; stored demos
+    (from DSPy few-shot optimizers) are restored from it."""
+    import dspy
+
     expected = _program_state(judge)
     if not isinstance(state, dict) or set(state) != set(expected):
         raise ArtifactError(f"{where}: its predictors do not match the rubric in {MANIFEST}")
+    predictors = dict(judge.named_predictors())
     for name, exp in expected.items():
-        got_sig, exp_sig = state[name].get("signature"), exp.get("signature")
-        if got_sig != exp_sig:
+        saved = state[name]
+        if not isinstance(saved, dict) or saved.get("signature") != exp["signature"]:
             raise ArtifactError(f"{where}: predictor {name!r} differs from the rubric and "
                                 f"guidelines saved beside it")
+        demos = saved.get("demos") or []
+        if not isinstance(demos, list) or not all(isinstance(d, dict) for d in demos):
+            raise ArtifactError(f"{where}: predictor {name!r} has malformed demos")
+        predictors[name].demos = [dspy.Example(**d) for d in demos]
 
 
 def read_memory(path: str | Path) -> dict[str, Any]:

@@ -93,16 +93,10 @@ class LabelSet:
         path = Path(path)
         if not path.is_file():
             raise LabelError(f"label file not found: {path}")
-        collector = _Problems(strict)
         rows: list[tuple[str, Any]] = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            row = collector.attempt(where, lambda line=line: _json_row(line))
-            if row is not None:
-                rows.append((where, row))
-        collector.raise_if_any(f"invalid labels in {path}")
+            if line.strip():
+                rows.append((f"{path}:{number}", _json_row(line)))
         return cls.from_records(_Located(rows), rubric=rubric, base_dir=path.parent,
                                 source=str(path), strict=strict)
 
@@ -141,28 +135,48 @@ class LabelSet:
 
         The trace's request becomes the item: a dict request maps onto the rubric's inputs by
         name; any other request fills ``input_field`` (default: the rubric's first input).
+        A human feedback's value (or a human expectation's, MLflow's ground truth) is the
+        score. Skipped: assessments by other sources (LLM judges, code), assessments named
+        after no dimension, feedback superseded by ``mlflow.override_feedback`` (``valid`` is
+        False) and feedback that only records an error.
         """
-        records = []
+        rows: list[tuple[str, Any]] = []
         for trace in traces:
             info = trace.info
             request = _trace_request(trace)
             if isinstance(request, Mapping) and set(request) & set(rubric.input_names):
-                inputs = {k: str(v) for k, v in request.items() if k in rubric.input_names}
+                # None is an absent optional input, not the text "None".
+                inputs = {k: _as_text(v) for k, v in request.items()
+                          if k in rubric.input_names and v is not None}
             else:
                 inputs = {input_field or rubric.input_names[0]: _as_text(request)}
             for assessment in getattr(info, "assessments", None) or []:
                 source = getattr(assessment, "source", None)
-                if getattr(source, "source_type", "HUMAN") != "HUMAN":
+                if str(getattr(source, "source_type", "HUMAN")) != "HUMAN":
                     continue
+                if getattr(assessment, "valid", None) is False:
+                    continue  # overridden: the overriding assessment carries the label
                 try:
                     dim = rubric.dimension(assessment.name).id
                 except RubricError:
                     continue  # assessments of other things are not labels of this rubric
-                value = getattr(getattr(assessment, "feedback", None), "value", None)
-                records.append({"item_id": info.trace_id, "inputs": inputs, "dimension": dim,
-                                "score": value, "rationale": assessment.rationale or "",
-                                "rater": getattr(source, "source_id", None)})
-        return cls.from_records(records, rubric=rubric, source="mlflow traces")
+                feedback = getattr(assessment, "feedback", None)
+                expectation = getattr(assessment, "expectation", None)
+                if feedback is not None:
+                    if getattr(feedback, "error", None) is not None and feedback.value is None:
+                        continue  # a failed assessment, not an N/A verdict
+                    value = feedback.value
+                elif expectation is not None:
+                    value = expectation.value
+                else:
+                    continue
+                where = (f"mlflow trace {info.trace_id} assessment "
+                         f"{getattr(assessment, 'assessment_id', None) or assessment.name}")
+                rows.append((where, {"item_id": info.trace_id, "inputs": inputs,
+                                     "dimension": dim, "score": value,
+                                     "rationale": assessment.rationale or "",
+                                     "rater": getattr(source, "source_id", None)}))
+        return cls.from_records(_Located(rows), rubric=rubric, source="mlflow traces")
 
     # --- validation ---------------------------------------------------------------------
 
@@ -284,14 +298,23 @@ def _numbered(records: Iterable[Any], source: str) -> Iterator[tuple[str, Any]]:
         yield f"{source} {number}", row
 
 
+@dataclass(frozen=True)
+class _Unparsed:
+    """A line that is not JSON: reported by the row parser with the other bad rows."""
+
+    problem: str
+
+
 def _json_row(line: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
-        raise LabelError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        return _Unparsed(f"invalid JSON ({exc.msg} at column {exc.colno})")
 
 
 def _parse_row(row: Any, where: str, base: Path, files: dict[Path, str]) -> Label:
+    if isinstance(row, _Unparsed):
+        raise LabelError(row.problem)
     if not isinstance(row, Mapping):
         raise LabelError("a label row must be a JSON object")
     missing = [k for k in _REQUIRED_KEYS if k not in row]

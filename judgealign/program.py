@@ -241,7 +241,9 @@ class RubricJudge(dspy.Module):
         wanted = self._check_dimensions(dimensions)
         lm = self.get_lm() or dspy.settings.lm
         threads = 1 if not lm_is_parallel_safe(lm) else (num_threads or 8)
-        jobs = [(i, d) for i in range(len(items)) for d in wanted]
+        # Dimension-major order: consecutive calls share the instructions, so a local model
+        # reuses its cached prompt prefix.
+        jobs = [(i, d) for d in wanted for i in range(len(items))]
         checked = [self._check_inputs(dict(item)) for item in items]
         bar = _progress(len(jobs), "judging", progress)
         settings = dspy.settings.config.copy()

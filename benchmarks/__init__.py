@@ -1,0 +1,1 @@
+"""Benchmark scripts; each prints a markdown snippet for BENCHMARKS.md."""

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from judgealign.optimizers.memalign import MemAlign
+from scenarios import (
+    BANANA_RULE,
+    LEMONADE,
+    ROWS,
+    Reflector,
+    banana_judge,
+    judged_answer,
+    label_rows,
+)
+
+from judgealign import align
+from judgealign.errors import LabelError
+from judgealign.labels import LabelSet
+from judgealign.memory.semantic import GUIDELINES_HEADING
+from judgealign.program import RubricJudge
+from judgealign.testing import scripted_lm
+
+
+@pytest.fixture
+def labels(tiny_rubric):
+    return LabelSet.from_records(label_rows(), rubric=tiny_rubric)
+
+
+def test_compile_returns_a_copy_with_guidelines_and_episodes(tiny_rubric, labels):
+    student = RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge))
+    reflector = Reflector()
+    judge = MemAlign(reflection_lm=scripted_lm(reflector)).compile(student, trainset=labels)
+    assert student.memory is None and not student.judges["correctness"].guidelines
+    kept = judge.judges["correctness"].guidelines
+    assert [g.text for g in kept] == [BANANA_RULE]
+    assert set(kept[0].sources) == {"b1", "b2", "b3"}
+    assert [(g.text, g.reason) for g in judge.judges["correctness"].rejected] == \
+        [(LEMONADE, "ungrounded")]
+    assert BANANA_RULE in judge.judges["correctness"].predict.signature.instructions
+    assert LEMONADE not in judge.judges["correctness"].predict.signature.instructions
+    assert judge.memory.counts() == {"correctness": 6}
+    rep = judge.report.dimensions[0]
+    assert (rep.proposed, rep.kept, rep.lm_calls) == (2, 1, reflector.calls)
+    assert rep.prompt_tokens > 0
+
+
+def test_judge_prompt_holds_guidelines_and_retrieved_demos(tiny_rubric, labels):
+    prompts = []
+
+    def judge_lm(prompt):
+        prompts.append(prompt)
+        return banana_judge(prompt)
+
+    judge = MemAlign(reflection_lm=scripted_lm(Reflector()), k=2).compile(
+        RubricJudge(tiny_rubric, lm=scripted_lm(judge_lm)), trainset=labels)
+    result = judge(answer="My banana answer about gravity.", dimensions=["correctness"])
+    prompt = prompts[-1]
+    assert GUIDELINES_HEADING in prompt and BANANA_RULE in prompt
+    got = result["correctness"].retrieved_ids
+    assert len(got) == 2 and set(got) <= {"b1", "b2", "b3"}
+    for item_id in got:
+        answer, rationale = next((a, r) for i, a, _, r in ROWS if i == item_id)
+        assert answer in prompt and rationale in prompt
+    assert '"score": "1"' in prompt  # the demos' expert scores
+
+
+def test_retrieval_returns_nearest_examples_of_the_same_dimension_only(tiny_rubric):
+    rows = label_rows() + label_rows(
+        [("c1", "A banana, banana, banana answer.", 1, "Confusing banana talk.")], "clarity")
+    labels = LabelSet.from_records(rows, rubric=tiny_rubric)
+    judge = MemAlign(semantic=False, k=3).compile(RubricJudge(tiny_rubric), trainset=labels)
+    near = judge.memory.retrieve({"answer": "banana banana"}, dimension="correctness", k=3)
+    assert {e.item_id for e in near} == {"b1", "b2", "b3"}
+    assert all(e.dimension == "correctness" for e in near)
+    only = judge.memory.retrieve({"answer": "banana"}, dimension="clarity", k=3)
+    assert [e.item_id for e in only] == ["c1"]
+
+
+def test_ablation_switches_change_exactly_one_memory(tiny_rubric, labels):
+    student = RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge))
+    reflect = scripted_lm(Reflector())
+    both = MemAlign(reflection_lm=reflect).compile(student, trainset=labels)
+    sem = MemAlign(reflection_lm=reflect, episodic=False).compile(student, trainset=labels)
+    epi = MemAlign(reflection_lm=reflect, semantic=False).compile(student, trainset=labels)
+    g = lambda j: [x.text for x in j.judges["correctness"].guidelines]  # noqa: E731
+    assert g(sem) == g(both) == [BANANA_RULE] and sem.memory is None
+    assert g(epi) == [] and epi.memory.counts() == both.memory.counts()
+    assert epi.report.lm_calls == 0
+
+
+def test_guidelines_are_deduplicated_and_capped(tiny_rubric, labels):
+    near_duplicate = BANANA_RULE.replace("wrong", "wrong.")
+    physics = ("Answers naming Rayleigh scattering, boiling water or photosynthesis are "
+               "correct physics and biology.")
+    precise = "Correct and precise physics answers are correct."
+
+    def reflect(prompt):
+        ids = re.findall(r"\[(E\d+)\] expert score: \S+\nexpert rationale: ([^\n]*)", prompt)
+        banana = [e for e, r in ids if "anana" in r]
+        correct = [e for e, r in ids if r.startswith("Correct")]
+        return {"guidelines": [{"text": BANANA_RULE, "sources": banana},
+                               {"text": near_duplicate, "sources": banana[:1]},
+                               {"text": physics, "sources": correct[:2]},
+                               {"text": precise, "sources": correct[1:2]}]}
+
+    judge = MemAlign(reflection_lm=scripted_lm(reflect), max_guidelines=2,
+                     batch_examples=6).compile(RubricJudge(tiny_rubric), trainset=labels)
+    dim = judge.judges["correctness"]
+    assert [g.text for g in dim.guidelines] == [BANANA_RULE, physics]  # best supported
+    assert sorted((g.text, g.reason) for g in dim.rejected) == sorted(
+        [(near_duplicate, "duplicate"), (precise, "over_cap")])
+    assert judge.report.dimensions[0].rejected == {"duplicate": 1, "over_cap": 1}
+
+
+def test_alignment_makes_the_judge_agree_where_the_baseline_did_not(tiny_rubric, labels):
+    held_out = [{"answer": "Banana physics says the moon is cheese."},
+                {"answer": "Light travels faster than sound."}]
+    truth = [1, 3]
+    lm = scripted_lm(banana_judge)
+    base = RubricJudge(tiny_rubric, lm=lm)
+    for variant in (dict(), dict(semantic=False), dict(episodic=False)):
+        aligned = MemAlign(reflection_lm=scripted_lm(Reflector()), **variant).compile(
+            base, trainset=labels)
+        got = [r["correctness"].score for r in aligned.batch(held_out, dimensions=["correctness"])]
+        assert got == truth, variant
+    baseline = [r["correctness"].score for r in base.batch(held_out, dimensions=["correctness"])]
+    assert baseline == [3, 3]
+
+
+def test_incremental_align_reflects_only_on_unseen_examples(tiny_rubric, labels):
+    reflector = Reflector()
+    opt = MemAlign(reflection_lm=scripted_lm(reflector))
+    first = opt.compile(RubricJudge(tiny_rubric), trainset=labels)
+    calls = reflector.calls
+    again = opt.compile(first, trainset=labels)
+    assert reflector.calls == calls and again.report.lm_calls == 0
+    more = LabelSet.from_records(label_rows([("b4", "Banana again.", 1, "Banana: wrong.")]),
+                                 rubric=tiny_rubric)
+    grown = opt.compile(again, trainset=more)
+    assert reflector.calls == calls + 1
+    assert grown.report.dimensions[0].new_examples == 1
+    assert grown.memory.counts() == {"correctness": 7}
+    rule = next(g for g in grown.judges["correctness"].guidelines if g.text == BANANA_RULE)
+    assert set(rule.sources) == {"b1", "b2", "b3", "b4"}  # merged, not duplicated
+
+
+def test_unalign_removes_examples_and_orphaned_guidelines_only(tiny_rubric, labels):
+    other = "Answers about Rayleigh scattering of sunlight are correct physics."
+
+    def reflect(prompt):
+        ids = dict((a, e) for e, a in re.findall(r"\[(E\d+)\] expert score: \S+\nexpert "
+                                                   r"rationale: ([^\n]*)", prompt))
+        banana = [e for r, e in ids.items() if "anana" in r]
+        physics = [e for r, e in ids.items() if r == "Correct physics."]
+        return {"guidelines": [{"text": BANANA_RULE, "sources": banana},
+                               {"text": other, "sources": physics}]}
+
+    judge = MemAlign(reflection_lm=scripted_lm(reflect)).compile(
+        RubricJudge(tiny_rubric), trainset=labels)
+    texts = lambda j: sorted(g.text for g in j.judges["correctness"].guidelines)  # noqa: E731
+    assert texts(judge) == sorted([BANANA_RULE, other])
+    forgot = judge.unalign(["s1", "b1"])
+    assert texts(forgot) == [BANANA_RULE]  # the physics rule lost its only source
+    banana = forgot.judges["correctness"].guidelines[0]
+    assert set(banana.sources) == {"b2", "b3"}
+    assert forgot.memory.item_ids() == {"b2", "b3", "s2", "s3"}
+    assert judge.memory.item_ids() == {"b1", "b2", "b3", "s1", "s2", "s3"}  # original intact
+    assert not any(k.startswith(("s1::", "b1::")) for k in forgot.seen)
+
+
+def test_concurrent_calls_each_get_only_their_own_demos(tiny_rubric):
+    topics = ["banana", "rocket", "violin", "glacier", "tulip", "compiler", "saxophone",
+              "volcano"]
+    rows = [(f"t{i}", f"{t} {t} {t} facts about the {t}", 2, f"About the {t}.")
+            for i, t in enumerate(topics)]
+    labels = LabelSet.from_records(label_rows(rows), rubric=tiny_rubric)
+    mismatches = []
+
+    def judge_lm(prompt):
+        answer = judged_answer(prompt)
+        topic = answer.split()[0]
+        blocks = re.findall(r"\[\[ ## answer ## \]\]\n(.*?)\n\n", prompt, flags=re.S)
+        demo_blocks = [b for b in blocks[:-1] if b != "{answer}"]
+        if len(demo_blocks) != 1 or topic not in demo_blocks[0]:
+            mismatches.append((answer, demo_blocks))
+        return {"score": "2", "rationale": topic}
+
+    judge = MemAlign(semantic=False, k=1).compile(
+        RubricJudge(tiny_rubric, lm=scripted_lm(judge_lm)), trainset=labels)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda t: judge(answer=f"{t} question on {t}",
+                                                dimensions=["correctness"]), topics))
+    assert not mismatches
+    assert [r["correctness"].retrieved_ids for r in results] == [[f"t{i}"] for i in range(8)]
+    assert [r["correctness"].rationale for r in results] == topics
+
+
+def test_leakage_guard_held_out_items_never_enter_memory(tiny_rubric, labels):
+    train = labels.subset(["b1", "b2", "s1", "s2"])
+    judge = MemAlign(reflection_lm=scripted_lm(Reflector())).compile(
+        RubricJudge(tiny_rubric), trainset=train)
+    held = {"b3", "s3"}
+    assert not held & judge.memory.item_ids()
+    assert not held & {s for j in judge.judges.values()
+                       for g in j.guidelines + j.rejected for s in g.sources}
+    assert not held & {k.split("::")[0] for k in judge.seen}
+
+
+def test_bad_input_is_reported(tiny_rubric, labels):
+    with pytest.raises(LabelError, match="empty"):
+        MemAlign(semantic=False).compile(RubricJudge(tiny_rubric), trainset=[])
+    rows = label_rows() + [{"item_id": "x", "inputs": {"answer": "a"}, "dimension": "style",
+                            "score": 2, "rationale": ""}]
+    unchecked = LabelSet.from_records(rows)
+    with pytest.raises(LabelError, match="record 7: unknown dimension 'style'"):
+        MemAlign(semantic=False).compile(RubricJudge(tiny_rubric), trainset=unchecked)
+    silent = LabelSet.from_records([dict(r, rationale="") for r in label_rows()],
+                                   rubric=tiny_rubric)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        judge = MemAlign(reflection_lm=scripted_lm(Reflector(extra=()))).compile(
+            RubricJudge(tiny_rubric), trainset=silent)
+    assert any("rationale is empty" in str(w.message) for w in caught)
+    assert judge.memory.counts() == {"correctness": 6}
+
+
+def test_reflection_failure_is_retried_smaller_then_reported(tiny_rubric, labels):
+    sizes = []
+
+    def fragile(prompt):
+        n = len(re.findall(r"\[E\d+\] expert score", prompt))
+        sizes.append(n)
+        if n > 2:
+            return "the context window was exceeded"
+        if "Bananas explain" in prompt:
+            return "{broken json"
+        return Reflector(extra=())(prompt)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        judge = MemAlign(reflection_lm=scripted_lm(fragile), batch_examples=6).compile(
+            RubricJudge(tiny_rubric), trainset=labels)
+    rep = judge.report.dimensions[0]
+    assert sizes[0] == 6 and min(sizes) == 1
+    assert rep.unprocessed_examples == 1  # the one whose answer always breaks the JSON
+    assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
+
+
+def test_align_entry_point_uses_the_program_lm(tiny_rubric, labels):
+    reflect_and_judge = scripted_lm(lambda p: Reflector()(p) if "expert score" in p
+                                    else banana_judge(p))
+    judge = align(RubricJudge(tiny_rubric, lm=reflect_and_judge), labels)
+    assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
+    assert judge(answer="banana", dimensions=["correctness"])["correctness"].score == 1
