@@ -66,6 +66,7 @@ def align(program: RubricJudge, labels: Any, *, optimizer: Any = None,
     from judgealign.labels import LabelSet
     from judgealign.lm import build_lm
     from judgealign.memory.embedders import build_embedder
+    from judgealign.memory.grounding import GroundingFilter
     from judgealign.optimizers.memalign import MemAlign
 
     settings = config if isinstance(config, Settings) else load_config(config)
@@ -86,7 +87,12 @@ def align(program: RubricJudge, labels: Any, *, optimizer: Any = None,
                              max_guidelines=mem.max_guidelines,
                              batch_examples=mem.batch_examples,
                              demo_input_tokens=mem.demo_input_tokens,
-                             dedup_threshold=mem.dedup_threshold)
+                             dedup_threshold=mem.dedup_threshold,
+                             grounding=GroundingFilter(min_support=mem.grounding_min_support,
+                                                       margin=mem.grounding_margin)
+                             if mem.grounding else None,
+                             validate=mem.validate_guidelines,
+                             validation_budget=mem.validation_budget)
     return optimizer.compile(program, trainset=labels)
 
 

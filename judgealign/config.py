@@ -82,6 +82,8 @@ class MemorySettings(_Section):
     max_guidelines: int = Field(default=8, ge=0, description="Guidelines kept per dimension.")
     batch_examples: int = Field(default=8, ge=1, description="Examples per reflection call.")
     dedup_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
+    grounding: bool = Field(default=True, description="Reject ungrounded guidelines.")
+    grounding_min_support: float = Field(default=0.12, ge=-1.0, le=1.0)
     grounding_margin: float = Field(default=0.0, ge=-1.0, le=1.0)
     demo_input_tokens: int = Field(default=350, ge=32,
                                    description="Budget of each demo's item text (tokens).")

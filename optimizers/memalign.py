@@ -15,6 +15,7 @@ untouched. Compiling an aligned judge again distils only examples it has not see
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
@@ -77,6 +78,8 @@ class DimensionReport:
     guidelines_total: int = 0
     episodes_total: int = 0
     unprocessed_examples: int = 0
+    validation_calls: int = 0
+    unvalidated: int = 0
     lm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -166,6 +169,14 @@ class MemAlign(Teleprompter):
         Cosine similarity at which two guidelines are the same. Default 0.85.
     grounding
         The grounding filter; ``None`` disables it. Default :class:`GroundingFilter()`.
+    validate
+        Opt-in check of each new guideline with the judge LM: judge a sample of its source
+        examples and other training examples with and without it, and reject it
+        (``failed_validation``) when the error against the labels grows. Default False.
+    validation_budget
+        Most judge calls validation may spend per dimension and compile. Default 40.
+    seed
+        Seeds the choice of validation examples. Default 0.
     progress
         Show a progress bar over reflection calls.
     """
@@ -175,11 +186,14 @@ class MemAlign(Teleprompter):
                  max_guidelines: int = 8, batch_examples: int = 8, demo_input_tokens: int = 350,
                  dedup_threshold: float = 0.85,
                  grounding: GroundingFilter | None = DEFAULT_GROUNDING,
+                 validate: bool = False, validation_budget: int = 40, seed: int = 0,
                  progress: bool = False) -> None:
         super().__init__()
         if k < 0 or max_guidelines < 0 or batch_examples < 1 or demo_input_tokens < 32:
             raise ValueError("k and max_guidelines must be >= 0, batch_examples >= 1, "
                              "demo_input_tokens >= 32")
+        if validation_budget < 0:
+            raise ValueError(f"validation_budget must be >= 0, got {validation_budget}")
         if not 0.0 < dedup_threshold <= 1.0:
             raise ValueError(f"dedup_threshold must be in (0, 1], got {dedup_threshold}")
         self.reflection_lm = reflection_lm
@@ -188,6 +202,7 @@ class MemAlign(Teleprompter):
         self.k, self.max_guidelines = k, max_guidelines
         self.batch_examples, self.demo_input_tokens = batch_examples, demo_input_tokens
         self.dedup_threshold, self.grounding = dedup_threshold, grounding
+        self.validate, self.validation_budget, self.seed = validate, validation_budget, seed
         self.progress = progress
         self._distill = dspy.Predict(DistillGuidelines)
 
@@ -196,7 +211,8 @@ class MemAlign(Teleprompter):
                 "max_guidelines": self.max_guidelines, "batch_examples": self.batch_examples,
                 "demo_input_tokens": self.demo_input_tokens,
                 "dedup_threshold": self.dedup_threshold,
-                "grounding": asdict(self.grounding) if self.grounding else None}
+                "grounding": asdict(self.grounding) if self.grounding else None,
+                "validate": self.validate, "validation_budget": self.validation_budget}
 
     # --- compile --------------------------------------------------------------------------
 
@@ -233,11 +249,14 @@ class MemAlign(Teleprompter):
                 djudge.k = self.k if self.episodic else 0
                 djudge.demo_input_tokens = self.demo_input_tokens
                 if self.semantic and fresh:
+                    before = {g.text for g in djudge.guidelines}
                     with CostMeter(lm) as meter:
                         self._update_semantic(judge, dim, fresh, embedder, lm, rep)
                     rep.lm_calls, rep.seconds = meter.calls, round(meter.seconds, 3)
                     rep.prompt_tokens = meter.prompt_tokens
                     rep.completion_tokens = meter.completion_tokens
+                    if self.validate:
+                        self._validate(judge, dim, episodes, before, rep)
                 if self.episodic:
                     judge.memory.add(fresh)
                 for e in fresh:
@@ -253,6 +272,64 @@ class MemAlign(Teleprompter):
         report.seconds = time.perf_counter() - started
         judge.report = report
         return judge
+
+    # --- validation -----------------------------------------------------------------------
+
+    def _validate(self, judge: RubricJudge, dim: str, episodes: list[Episode],
+                  before: set[str], rep: DimensionReport) -> None:
+        """Reject new guidelines that make the judge agree less with the labels."""
+        import random
+
+        djudge = judge.judges[dim]
+        lm = djudge.predict.lm or dspy.settings.lm
+        new = [g for g in djudge.guidelines if g.text not in before]
+        by_item = {e.item_id: e for e in episodes}
+        rng = random.Random(f"{self.seed}:{dim}")
+        # A private copy to probe with: shares the LM, has no episodic memory.
+        memo: dict[int, Any] = {id(djudge.memory): None}
+        if djudge.predict.lm is not None:
+            memo[id(djudge.predict.lm)] = djudge.predict.lm
+        probe = copy.deepcopy(djudge, memo)
+        probe.k = 0
+        spent, failed = 0, []
+        with CostMeter(lm) as meter:
+            for g in new:
+                own = [by_item[s] for s in g.sources if s in by_item][:3]
+                others = [e for e in episodes if e.item_id not in g.sources]
+                sample = own + rng.sample(others, min(3, len(others)))
+                if spent + 2 * len(sample) > self.validation_budget:
+                    rep.unvalidated += 1
+                    continue
+                spent += 2 * len(sample)
+                base = [x for x in djudge.guidelines if x is not g and x not in failed]
+                without = self._error(probe, base, sample, lm)
+                with_it = self._error(probe, [*base, g], sample, lm)
+                if with_it > without:
+                    failed.append(g)
+        rep.validation_calls = meter.calls
+        rep.lm_calls += meter.calls
+        rep.prompt_tokens += meter.prompt_tokens
+        rep.completion_tokens += meter.completion_tokens
+        if failed:
+            djudge.set_guidelines([g for g in djudge.guidelines if g not in failed])
+            djudge.rejected = djudge.rejected + [g.rejected("failed_validation") for g in failed]
+            rep.kept -= len(failed)
+            rep.rejected["failed_validation"] = len(failed)
+
+    @staticmethod
+    def _error(probe: Any, guidelines: list[Guideline], sample: list[Episode], lm: Any) -> float:
+        """Mean distance to the labels; an N/A mismatch or a failure costs the whole scale."""
+        probe.set_guidelines(guidelines)
+        worst = float(max(probe.rubric.scale) - min(probe.rubric.scale))
+        total = 0.0
+        with dspy.context(lm=lm):
+            for ep in sample:
+                got = probe(**ep.inputs)
+                if got.failed or (got.score is None) != (ep.score is None):
+                    total += worst
+                elif got.score is not None and ep.score is not None:
+                    total += abs(got.score - ep.score)
+        return total / max(len(sample), 1)
 
     def _update_semantic(self, judge: RubricJudge, dim: str, fresh: list[Episode],
                          embedder: Embedder, lm: Any, rep: DimensionReport) -> None:

@@ -255,3 +255,34 @@ def test_align_entry_point_uses_the_program_lm(tiny_rubric, labels):
     judge = align(RubricJudge(tiny_rubric, lm=reflect_and_judge), labels)
     assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
     assert judge(answer="banana", dimensions=["correctness"])["correctness"].score == 1
+
+
+def test_validation_rejects_a_guideline_that_hurts_agreement(tiny_rubric, labels):
+    harmful = "Answers about correct physics, water or photosynthesis are wrong."
+
+    def reflect(prompt):
+        ids = re.findall(r"\[(E\d+)\] expert score: \S+\nexpert rationale: ([^\n]*)", prompt)
+        banana = [e for e, r in ids if "anana" in r]
+        correct = [e for e, r in ids if r.startswith("Correct")]
+        return {"guidelines": [{"text": BANANA_RULE, "sources": banana},
+                               {"text": harmful, "sources": correct}]}
+
+    def judge_lm(prompt):
+        if harmful in prompt:
+            return {"score": "1", "rationale": "the harmful rule says so"}
+        return banana_judge(prompt)
+
+    lm = scripted_lm(judge_lm)
+    opt = MemAlign(reflection_lm=scripted_lm(reflect), validate=True, validation_budget=40)
+    judge = opt.compile(RubricJudge(tiny_rubric, lm=lm), trainset=labels)
+    dim = judge.judges["correctness"]
+    assert [g.text for g in dim.guidelines] == [BANANA_RULE]
+    assert (harmful, "failed_validation") in [(g.text, g.reason) for g in dim.rejected]
+    rep = judge.report.dimensions[0]
+    assert rep.validation_calls > 0 and rep.validation_calls <= 40
+    assert rep.rejected.get("failed_validation") == 1
+    unvalidated = MemAlign(reflection_lm=scripted_lm(reflect), validate=True,
+                           validation_budget=0).compile(RubricJudge(tiny_rubric, lm=lm),
+                                                        trainset=labels)
+    assert unvalidated.report.dimensions[0].unvalidated == 2
+    assert unvalidated.report.dimensions[0].validation_calls == 0
