@@ -86,7 +86,8 @@ def _write(judge: Any, root: Path, config: Any) -> None:
         "lm": lm_identity(lm) if lm is not None else None,
         "embedder": memory.embedder.identity() if memory is not None else None,
         "episodic": memory is not None,
-        "judges": {dim: {"k": j.k, "demo_input_tokens": j.demo_input_tokens}
+        "judges": {dim: {"k": j.k, "demo_input_tokens": j.demo_input_tokens,
+                         "item_tokens": j.item_tokens}
                    for dim, j in judge.judges.items()},
         "report": judge.report.to_dict() if getattr(judge.report, "to_dict", None) else None,
         "files": {rel: _sha256(root / rel) for rel in (PROGRAM, GUIDELINES, EPISODES, SEEN)},
@@ -214,6 +215,8 @@ def load(path: str | Path, lm: Any = None, *, config: Any = None, reembed: bool 
         if dim in judge.judges:
             judge.judges[dim].k = int(opts.get("k", 3))
             judge.judges[dim].demo_input_tokens = int(opts.get("demo_input_tokens", 350))
+            item_tokens = opts.get("item_tokens")
+            judge.judges[dim].item_tokens = None if item_tokens is None else int(item_tokens)
     guidelines = _read_json(root / GUIDELINES)
     try:
         for dim, sets in guidelines.items():

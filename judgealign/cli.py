@@ -140,7 +140,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         from judgealign.program import RubricJudge
         from judgealign.signatures.rubric import resolve_rubric
 
-        judge = RubricJudge(resolve_rubric(args.rubric), lm=build_lm(settings.lm))
+        judge = RubricJudge.from_settings(resolve_rubric(args.rubric), settings)
     rubric = judge.rubric
     dims = [rubric.dimension(d).id for d in args.dimensions.split(",")] if args.dimensions \
         else rubric.dimension_ids
@@ -179,7 +179,6 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     from judgealign import align
     from judgealign.artifacts import load, save
-    from judgealign.lm import build_lm
     from judgealign.optimizers.memalign import align_report_table
 
     settings = _settings(args)
@@ -191,7 +190,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
         from judgealign.program import RubricJudge
         from judgealign.signatures.rubric import resolve_rubric
 
-        program = RubricJudge(resolve_rubric(args.rubric), lm=build_lm(settings.lm))
+        program = RubricJudge.from_settings(resolve_rubric(args.rubric), settings)
     with dspy.context(lm=program.get_lm()):
         judge = align(program, args.labels, config=settings)
     save(judge, args.out, config=settings)

@@ -94,12 +94,16 @@ class DimensionJudge(dspy.Module):
         Demos retrieved from episodic memory per call (0 disables retrieval).
     demo_input_tokens
         Token budget of each demo's item text; its score and rationale are always kept whole.
+    item_tokens
+        Cap on the judged item's tokens (``None``: whatever the context leaves); a small
+        local model judges faster on a shorter excerpt.
     max_attempts
         LM calls before an unparseable answer is recorded as a failure.
     """
 
     def __init__(self, rubric: Rubric, dimension: str, *, k: int = 3,
-                 demo_input_tokens: int = 350, max_attempts: int = 2) -> None:
+                 demo_input_tokens: int = 350, item_tokens: int | None = None,
+                 max_attempts: int = 2) -> None:
         super().__init__()
         self.rubric = rubric
         self.spec = rubric.dimension(dimension)
@@ -111,6 +115,7 @@ class DimensionJudge(dspy.Module):
         self.memory: Any = None  # an EpisodicMemory shared with the other dimensions
         self.k = k
         self.demo_input_tokens = demo_input_tokens
+        self.item_tokens = item_tokens
         self.max_attempts = max_attempts
 
     # --- semantic memory ------------------------------------------------------------------
@@ -172,7 +177,10 @@ class DimensionJudge(dspy.Module):
         demo_cost = [sum(count(str(v)) for v in d.toDict().values()) + 20 for d in demos]
         while demos and room - sum(demo_cost) < _MIN_ITEM_TOKENS:
             demos, demo_cost = demos[:-1], demo_cost[:-1]
-        return _fit_fields(dict(inputs), room - sum(demo_cost), count), demos
+        budget = room - sum(demo_cost)
+        if self.item_tokens is not None:
+            budget = min(budget, self.item_tokens)
+        return _fit_fields(dict(inputs), budget, count), demos
 
 
 def _fit_fields(inputs: dict[str, str], budget: int, count: TokenCounter) -> dict[str, str]:
@@ -197,10 +205,11 @@ class RubricJudge(dspy.Module):
     """
 
     def __init__(self, rubric: Rubric, *, lm: Any = None, k: int = 3,
-                 demo_input_tokens: int = 350) -> None:
+                 demo_input_tokens: int = 350, item_tokens: int | None = None) -> None:
         super().__init__()
         self.rubric = rubric
-        self.judges = {d.id: DimensionJudge(rubric, d.id, k=k, demo_input_tokens=demo_input_tokens)
+        self.judges = {d.id: DimensionJudge(rubric, d.id, k=k, demo_input_tokens=demo_input_tokens,
+                                            item_tokens=item_tokens)
                        for d in rubric.dimensions}
         # dspy discovers sub-modules through attributes, not dict values.
         for dim_id, judge in self.judges.items():
@@ -210,6 +219,15 @@ class RubricJudge(dspy.Module):
         self.report: Any = None
         if lm is not None:
             self.set_lm(lm)
+
+    @classmethod
+    def from_settings(cls, rubric: Rubric, settings: Any, *, lm: Any = None) -> RubricJudge:
+        """A fresh judge with the memory budgets of ``settings`` and its LM (or ``lm``)."""
+        from judgealign.lm import build_lm
+
+        mem = settings.memory
+        return cls(rubric, lm=lm if lm is not None else build_lm(settings.lm), k=mem.k,
+                   demo_input_tokens=mem.demo_input_tokens, item_tokens=mem.item_tokens)
 
     @property
     def dimensions(self) -> list[str]:

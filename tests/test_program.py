@@ -83,3 +83,16 @@ def test_uses_dspy_configured_lm_when_none_given(tiny_rubric):
     with dspy.context(lm=lm):
         assert RubricJudge(tiny_rubric)(answer="a")["clarity"].score == 2
     assert threading.active_count() >= 1
+
+
+def test_item_token_cap_shortens_the_judged_item(tiny_rubric):
+    seen = []
+
+    def respond(prompt):
+        seen.append(prompt)
+        return {"score": "1", "rationale": "r"}
+
+    judge = RubricJudge(tiny_rubric, lm=scripted_lm(respond), item_tokens=100)
+    judge(answer="word " * 5000, dimensions=["correctness"])
+    assert "cut to fit the judge's context" in seen[0]
+    assert seen[0].count("word") < 150
