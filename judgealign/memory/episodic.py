@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,14 +56,18 @@ def item_text(inputs: Mapping[str, str]) -> str:
     return "\n\n".join(f"{name}:\n{inputs[name]}" for name in sorted(inputs) if inputs[name])
 
 
+_CLIENT_LOCK = threading.Lock()  # Chroma's cache of shared systems is not thread-safe
+
+
 def _chroma_client(path: Path | None) -> Any:
     import chromadb
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
-    if path is None:
-        return chromadb.EphemeralClient(settings=settings)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    with _CLIENT_LOCK:
+        if path is None:
+            return chromadb.EphemeralClient(settings=settings)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 class EpisodicMemory:
@@ -80,6 +85,7 @@ class EpisodicMemory:
         self._vectors: dict[str, np.ndarray] = {}
         self._collection: Any = None
         self._client: Any = None
+        self._lock = threading.Lock()  # judging threads race to build the index otherwise
 
     # --- content ------------------------------------------------------------------------
 
@@ -145,13 +151,15 @@ class EpisodicMemory:
     # --- the Chroma index ---------------------------------------------------------------
 
     def _index(self) -> Any:
-        if self._collection is None:
-            self._client = _chroma_client(None)
-            self._collection = self._client.create_collection(
-                name=f"episodes-{uuid.uuid4().hex}", embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}})
-            self._index_upsert(list(self._episodes.values()))
-        return self._collection
+        with self._lock:
+            if self._collection is None:
+                client = _chroma_client(None)
+                collection = client.create_collection(
+                    name=f"episodes-{uuid.uuid4().hex}", embedding_function=None,
+                    configuration={"hnsw": {"space": "cosine"}})
+                self._client, self._collection = client, collection
+                self._index_upsert(list(self._episodes.values()))
+            return self._collection
 
     def _index_upsert(self, episodes: Sequence[Episode]) -> None:
         if self._collection is None or not episodes:
