@@ -35,9 +35,8 @@ def _root(name: str) -> Path:
 
 
 def _load(name: str, rubric_name: str) -> Dataset:
-    from judgealign.signatures.rubric import load_builtin
-
     from judgealign.labels import LabelSet
+    from judgealign.signatures.rubric import load_builtin
 
     root = _root(name)
     rubric = load_builtin(rubric_name)

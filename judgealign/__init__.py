@@ -57,8 +57,10 @@ def align(program: RubricJudge, labels: Any, *, optimizer: Any = None,
         Any DSPy teleprompter; default :class:`MemAlign` with the memory settings of ``config``.
     config
         A :class:`Settings`, a path to a TOML file, or ``None`` (``./judgealign.toml`` and the
-        environment). The reflection LM is ``config.reflection_lm`` when set, else the
-        program's own LM, else DSPy's configured LM, else ``config.lm``.
+        environment). With ``tracking.enabled`` the alignment is logged as an MLflow run
+        (``tracking.uri``, default ``sqlite:///mlflow.db``). The reflection LM is
+        ``config.reflection_lm`` when set, else the program's own LM, else DSPy's configured
+        LM, else ``config.lm``.
     """
     import dspy
 
@@ -93,7 +95,12 @@ def align(program: RubricJudge, labels: Any, *, optimizer: Any = None,
                              if mem.grounding else None,
                              validate=mem.validate_guidelines,
                              validation_budget=mem.validation_budget)
-    return optimizer.compile(program, trainset=labels)
+    judge = optimizer.compile(program, trainset=labels)
+    if settings.tracking.enabled:
+        from judgealign.tracking import log_alignment
+
+        log_alignment(judge, settings, labels=labels)
+    return judge
 
 
 __all__ = ["align", "__version__", *_LAZY]

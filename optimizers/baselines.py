@@ -11,7 +11,9 @@ optimizer choose the demos, and returns an aligned copy of the judge that shows 
   nearest to the judged item, embedded with judgealign's embedder. No guidelines.
 * ``bootstrap-fewshot`` -- :class:`dspy.BootstrapFewShot` with the metric "the judge's score
   equals the expert's": up to ``k`` demos whose score the judge itself reproduced (with its
-  own rationale), topped up with labelled examples to ``k``.
+  own rationale), topped up with labelled examples to ``k``. The teacher is the unaligned
+  judge (zero-shot: it ignores predictor demos, see below), so these are the training items
+  the judge already gets right.
 
 Why the demos are served through the judge's memory interface and not ``predict.demos``:
 :class:`~judgealign.program.DimensionJudge` passes ``demos=`` to its predictor on every
@@ -38,13 +40,13 @@ from typing import Any
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
-from judgealign.optimizers.memalign import CostMeter, _as_labelset
-from judgealign.signatures.rubric import format_score, parse_score
 
 from judgealign.errors import JudgeAlignError
 from judgealign.memory.embedders import Embedder, HashingEmbedder
 from judgealign.memory.episodic import Episode
+from judgealign.optimizers.memalign import CostMeter, _as_labelset
 from judgealign.program import DimensionJudge, DimensionResult, RubricJudge
+from judgealign.signatures.rubric import format_score, parse_score
 
 log = logging.getLogger(__name__)
 

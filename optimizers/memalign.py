@@ -26,7 +26,6 @@ from typing import Any
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
-from judgealign.signatures.rubric import format_score, instructions_for
 from pydantic import BaseModel, Field
 
 from judgealign.errors import LabelError
@@ -38,6 +37,7 @@ from judgealign.memory.episodic import Episode, EpisodicMemory
 from judgealign.memory.grounding import GroundingFilter
 from judgealign.memory.semantic import Guideline, cap, merge_duplicates, render_guidelines
 from judgealign.program import RubricJudge
+from judgealign.signatures.rubric import format_score, instructions_for
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ def _clean_dspy_settings(monkeypatch, tmp_path):
 @pytest.fixture
 def tiny_rubric():
     from judgealign.signatures.rubric import rubric_from_dict
-
     from judgealign.testing import TINY_RUBRIC
 
     return rubric_from_dict(TINY_RUBRIC)

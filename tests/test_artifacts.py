@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from judgealign.optimizers.memalign import MemAlign
 from scenarios import ROWS, Reflector, banana_judge, label_rows
 
 import judgealign
@@ -14,6 +13,7 @@ from judgealign import artifacts
 from judgealign.config import load_config
 from judgealign.errors import ArtifactError
 from judgealign.labels import LabelSet
+from judgealign.optimizers.memalign import MemAlign
 from judgealign.program import RubricJudge
 from judgealign.testing import scripted_lm
 

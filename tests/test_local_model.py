@@ -18,12 +18,11 @@ pytestmark = [
 
 
 def test_embedded_model_gives_a_valid_score(notebook_file, tmp_path, monkeypatch):
-    from judgealign.signatures import ml_notebook
-
     from judgealign.config import LMSettings
     from judgealign.items import read_item_file
     from judgealign.lm import build_lm, lm_context_window
     from judgealign.program import RubricJudge
+    from judgealign.signatures import ml_notebook
 
     monkeypatch.setenv("JUDGEALIGN_CACHE_DIR", str(tmp_path / "cache"))
     lm = build_lm(LMSettings(model="local"))

@@ -5,7 +5,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from judgealign.optimizers.memalign import MemAlign
 from scenarios import (
     BANANA_RULE,
     LEMONADE,
@@ -20,6 +19,7 @@ from judgealign import align
 from judgealign.errors import LabelError
 from judgealign.labels import LabelSet
 from judgealign.memory.semantic import GUIDELINES_HEADING
+from judgealign.optimizers.memalign import MemAlign
 from judgealign.program import RubricJudge
 from judgealign.testing import scripted_lm
 

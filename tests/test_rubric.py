@@ -4,6 +4,8 @@ import typing
 
 import pytest
 import yaml
+
+from judgealign.errors import RubricError
 from judgealign.signatures.rubric import (
     NA,
     build_signature,
@@ -13,8 +15,6 @@ from judgealign.signatures.rubric import (
     resolve_rubric,
     rubric_from_dict,
 )
-
-from judgealign.errors import RubricError
 from judgealign.testing import TINY_RUBRIC
 
 

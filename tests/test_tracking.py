@@ -396,3 +396,27 @@ def test_labels_from_mlflow_traces(tracking, tiny_rubric):
                                   "question": "Capital of France?"}
     assert dict(items[lyon]) == {"answer": "Lyon"}
     assert labels.reference("correctness") == {paris: 3, lyon: 1}
+
+
+def test_align_logs_a_run_when_tracking_is_enabled(tmp_path):
+    import mlflow
+
+    from judgealign import align
+    from judgealign.config import load_config
+    from judgealign.labels import LabelSet
+    from judgealign.program import RubricJudge
+    from judgealign.signatures.rubric import rubric_from_dict
+    from judgealign.testing import TINY_RUBRIC, scripted_lm
+
+    rubric = rubric_from_dict(TINY_RUBRIC)
+    labels = LabelSet.from_records(
+        [{"item_id": "i1", "inputs": {"answer": "a"}, "dimension": "correctness", "score": 2,
+          "rationale": "r"}], rubric=rubric)
+    uri = f"sqlite:///{tmp_path / 'align.db'}"
+    settings = load_config(environ={}, overrides={"tracking": {"enabled": True, "uri": uri},
+                                                  "memory": {"semantic": False}})
+    align(RubricJudge(rubric, lm=scripted_lm(lambda p: {"score": "2", "rationale": "r"})),
+          labels, config=settings)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("judgealign").experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics["episodes/correctness"] == 1
