@@ -41,9 +41,9 @@ def test_loaders_work_from_the_unpacked_wheel(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import judgealign, judgealign.datasets as d;"
-            "assert judgealign.__file__.startswith(%r), judgealign.__file__;"
+            f"assert judgealign.__file__.startswith({str(site)!r}), judgealign.__file__;"
             "a = d.load_ml_notebooks(); b = d.load_conala();"
-            "print(len(a.labels), len(a.items), len(b.labels), b.rubric.scale)") % str(site)
+            "print(len(a.labels), len(a.items), len(b.labels), b.rubric.scale)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
