@@ -42,13 +42,17 @@ from judgealign.signatures.rubric import format_score, instructions_for
 log = logging.getLogger(__name__)
 
 _REFLECTION_OVERHEAD_TOKENS = 450
+_REFLECTION_MAX_TOKENS = 768  # three guidelines of <= 300 characters, with their sources
 DEFAULT_GROUNDING = GroundingFilter()
 _EXAMPLE_REF = re.compile(r"\s*\((?:see )?\[?E\d+(?:\s*,\s*E\d+)*\]?\)|\[E\d+\]")
 
 
 class ProposedGuideline(BaseModel):
-    text: str = Field(description="One short, general, checkable rule (one sentence).")
-    sources: list[str] = Field(description="Ids of the examples it comes from, e.g. ['E2']")
+    # The length bounds reach the JSON schema, so a grammar-constrained small model stops.
+    text: str = Field(max_length=300,
+                      description="One short, general, checkable rule (one sentence).")
+    sources: list[str] = Field(max_length=8,
+                               description="Ids of the examples it comes from, e.g. ['E2']")
 
 
 class DistillGuidelines(dspy.Signature):
@@ -373,8 +377,7 @@ class MemAlign(Teleprompter):
         rubric_text = instructions_for(judge.rubric, spec)
         existing = render_guidelines(judge.judges[dim].guidelines) or "(none yet)"
         count = lm_token_counter(lm)
-        max_out = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 512)
-        room = (lm_context_window(lm) - max_out - _REFLECTION_OVERHEAD_TOKENS
+        room = (lm_context_window(lm) - _REFLECTION_MAX_TOKENS - _REFLECTION_OVERHEAD_TOKENS
                 - count(rubric_text) - count(existing))
         rendered = [self._render_example(e, judge, count) for e in fresh]
         proposals: list[Guideline] = []
@@ -395,7 +398,8 @@ class MemAlign(Teleprompter):
         try:
             with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
                 pred = self._distill(dimension_rubric=rubric_text, existing_guidelines=existing,
-                                     examples=text)
+                                     examples=text,
+                                     config={"max_tokens": _REFLECTION_MAX_TOKENS})
             items = list(pred.guidelines or [])
         except Exception as exc:  # context exceeded or unparseable: retry in smaller batches
             log.info("reflection on %d example(s) of %s failed (%s)", len(batch), dim,
