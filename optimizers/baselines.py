@@ -87,6 +87,9 @@ class DemoSet:
         examples and the episode behind each example's ``item_id`` (``knn-fewshot``).
     input_names
         The rubric's inputs, in the order the KNN examples were built with.
+
+    A judge holding a DemoSet is for evaluation: ``judgealign.artifacts`` saves episodic
+    memories only.
     """
 
     def __init__(self, *, fixed: Mapping[str, Sequence[Episode]] | None = None,
@@ -136,8 +139,8 @@ class DemoSet:
                       for d, eps in self.fixed.items()}
         for d, (knn, by_item) in list(self.retrievers.items()):
             kept = {i: e for i, e in by_item.items() if i not in gone}
-            self.retrievers[d] = (_knn(knn.k, list(kept.values()), self.input_names,
-                                       knn.embedding), kept)
+            examples = [ex for ex in knn.trainset if ex.item_id not in gone]
+            self.retrievers[d] = (_knn(knn.k, examples, self.input_names, knn.embedding), kept)
         return before - len(self)
 
     def close(self) -> None:

@@ -22,11 +22,11 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from judgealign.errors import LabelError
 from judgealign.items import truncate
@@ -51,8 +51,8 @@ class ProposedGuideline(BaseModel):
     # The length bounds reach the JSON schema, so a grammar-constrained small model stops.
     text: str = Field(max_length=300,
                       description="One short, general, checkable rule (one sentence).")
-    sources: list[str] = Field(max_length=8,
-                               description="Ids of the examples it comes from, e.g. ['E2']")
+    sources: list[Annotated[str, StringConstraints(max_length=8)]] = Field(
+        max_length=8, description="Ids of the examples it comes from, e.g. ['E2']")
 
 
 class DistillGuidelines(dspy.Signature):
@@ -66,7 +66,8 @@ class DistillGuidelines(dspy.Signature):
     dimension_rubric: str = dspy.InputField(desc="the dimension and its score levels")
     existing_guidelines: str = dspy.InputField(desc="guidelines already learned")
     examples: str = dspy.InputField(desc="expert-scored examples, each with an id like E1")
-    guidelines: list[ProposedGuideline] = dspy.OutputField(desc="at most 3 new guidelines")
+    guidelines: Annotated[list[ProposedGuideline], Field(max_length=3)] = dspy.OutputField(
+        desc="at most 3 new guidelines")
 
 
 @dataclass
