@@ -158,7 +158,8 @@ class DimensionJudge(dspy.Module):
     def _demos(self, inputs: Mapping[str, str], count: TokenCounter
                ) -> tuple[list[dspy.Example], list[str]]:
         if self.memory is None or self.k <= 0:
-            return [], []
+            # Demos a DSPy few-shot optimizer stored on the predictor still apply.
+            return list(self.predict.demos), []
         episodes = self.memory.retrieve(inputs, dimension=self.dimension, k=self.k)
         demos = []
         for ep in episodes:

@@ -1,0 +1,149 @@
+"""The ``judgealign cv`` and ``judgealign demo`` commands.
+
+``cv`` cross-validates alignment of any rubric on any label file. ``demo`` is the main job:
+cross-validated alignment of the bundled notebook judge (``judgealign.datasets``'
+``ml_notebooks``) on the configured LM, by default the embedded SmolLM2-135M.
+
+The default demo is a documented subset sized for about 10-15 minutes on 2 CPU cores, where
+the embedded model takes 4-7 s per judgment: the dimensions ``model_training`` and
+``data_imputation``, the first 20 items, 4 folds, variants ``baseline`` and ``memalign``,
+10,000 bootstrap resamples (~80 judgments and ~16 reflection calls). ``--full`` runs every
+dimension, every item and the variants ``baseline``, ``memalign``, ``semantic-only``,
+``episodic-only`` (hours on 2 cores). ``--dimensions``, ``--limit`` and ``--variants``
+override either.
+
+Checkpoints go to ``--out``; ``--resume`` reuses the (fold, variant) runs already finished
+there with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from judgealign.lm import build_lm
+
+DEMO_DIMENSIONS = ("model_training", "data_imputation")
+DEMO_ITEMS = 20
+FULL_VARIANTS = ("baseline", "memalign", "semantic-only", "episodic-only")
+DEFAULT_VARIANTS = ("baseline", "memalign")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a ``cv``/``demo`` invocation evaluates."""
+
+    dimensions: list[str] | None
+    limit: int | None
+    variants: list[str]
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def plan_for(args: argparse.Namespace) -> Plan:
+    """Dimensions, item limit and variants from the flags (``demo`` adds its subset)."""
+    variants = _split(args.variants) or list(DEFAULT_VARIANTS)
+    dimensions = _split(args.dimensions) or None
+    limit = args.limit
+    if args.command == "demo":
+        if getattr(args, "full", False):
+            # --variants keeps its default unless the user named others.
+            if variants == list(DEFAULT_VARIANTS):
+                variants = list(FULL_VARIANTS)
+        else:
+            dimensions = dimensions or list(DEMO_DIMENSIONS)
+            limit = limit if limit is not None else DEMO_ITEMS
+    return Plan(dimensions, limit, variants)
+
+
+def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
+    """Run ``cv`` or ``demo``: cross-validate, print the table, write the report to ``--out``.
+
+    Returns the process exit code (0).
+    """
+    from judgealign.evaluation.crossval import cross_validate
+    from judgealign.evaluation.report import format_table, write_report
+    from judgealign.memory.embedders import build_embedder
+    from judgealign.memory.grounding import GroundingFilter
+
+    rubric, labels, card = _load_data(args)
+    plan = plan_for(args)
+    lm = build_lm(settings.lm)
+    reflection_lm = build_lm(settings.reflection_lm) if settings.reflection_lm else lm
+    mem = settings.memory
+    out = Path(args.out)
+    what = (f"{len(plan.dimensions) if plan.dimensions else 'all'} dimension(s)"
+            f"{' (' + ', '.join(plan.dimensions) + ')' if plan.dimensions else ''}, "
+            f"{'first ' + str(plan.limit) if plan.limit else 'all'} items, {args.folds} folds, "
+            f"variants {', '.join(plan.variants)}, {args.bootstrap} bootstrap resamples")
+    print(f"{args.command}: {rubric.name}: {what}; judge LM {settings.lm.model}; "
+          f"report and checkpoints in {out}", flush=True)
+    if args.command == "demo" and not getattr(args, "full", False):
+        print("demo: the default subset makes about 80 judgments and 16 reflection calls, "
+              "10-15 minutes with the embedded model on 2 idle cores; --full runs every "
+              "dimension and item (hours)", flush=True)
+    result = cross_validate(
+        rubric, labels, variants=plan.variants, folds=args.folds, seed=args.seed, lm=lm,
+        reflection_lm=reflection_lm, embedder=build_embedder(settings.embedder),
+        dimensions=plan.dimensions, limit=plan.limit, n_bootstrap=args.bootstrap, k=mem.k,
+        progress=True, checkpoint_dir=out, resume=args.resume,
+        demo_input_tokens=mem.demo_input_tokens,
+        memalign_options={"max_guidelines": mem.max_guidelines,
+                          "batch_examples": mem.batch_examples,
+                          "dedup_threshold": mem.dedup_threshold,
+                          "grounding": GroundingFilter(margin=mem.grounding_margin)})
+    paths = write_report(result, out, dataset_card=card)
+    print()
+    print(format_table(result))
+    for variant, why in result.skipped.items():
+        print(f"skipped {variant}: {why}")
+    print(f"\nreport: {paths['report']}\nresults: {paths['results']}\nfigure: {paths['figure']}")
+    _log_to_mlflow(result, out, settings)
+    return 0
+
+
+def _load_data(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """The rubric, its labels and the data set card (``demo``: the bundled notebooks)."""
+    from judgealign.labels import LabelSet
+    from judgealign.signatures.rubric import resolve_rubric
+
+    if args.command == "demo":
+        from judgealign.datasets import load_ml_notebooks
+
+        data = load_ml_notebooks()
+        card = data.card.read_text(encoding="utf-8") if Path(data.card).is_file() else None
+        return data.rubric, data.labels, card
+    rubric = resolve_rubric(args.rubric)
+    path = str(args.labels)
+    labels = (LabelSet.from_csv(path, rubric=rubric) if path.endswith(".csv")
+              else LabelSet.from_jsonl(path, rubric=rubric))
+    return rubric, labels, None
+
+
+def _log_to_mlflow(result: Any, out: Path, settings: Any) -> None:
+    """Log the run with ``judgealign.tracking.log_cv`` when tracking is on and available."""
+    if not settings.tracking.enabled:
+        return
+    if importlib.util.find_spec("judgealign.tracking") is None:
+        print("judgealign: tracking is enabled but judgealign.tracking is not installed; "
+              "nothing logged to MLflow", file=sys.stderr)
+        return
+    try:
+        from judgealign.tracking import log_cv
+    except ImportError as exc:
+        print(f"judgealign: MLflow logging unavailable ({exc}); nothing logged",
+              file=sys.stderr)
+        return
+    run = log_cv(result, out, settings)
+    if run is not None:
+        print(f"logged to MLflow: {run}")
+
+
+__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "plan_for",
+           "run_cv_command"]
