@@ -19,7 +19,9 @@ sorted by the item's mean aggregated reference score (over its numeric dimension
 with none come first), and dealt in consecutive blocks of ``k``: each block gives one item
 to every fold, in an order drawn from the same generator. Fold sizes differ by at most one
 and every fold gets a similar spread of scores (stratification), while the seed decides
-which of two similar items goes where.
+which of two similar items goes where. Items with identical inputs under different ids (the
+same snippet graded for two systems, say) are one unit: they always share a fold, so a
+duplicate of a held-out item never sits in training.
 
 Checkpoints
 -----------
@@ -92,21 +94,41 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
     ids = sorted(set(item_ids))
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"folds must be an int >= 2, got {k!r}")
-    if len(ids) < k:
-        raise ValueError(f"{k} folds need at least {k} items, got {len(ids)}")
+    groups = _content_groups(ids, labels)
+    keys = sorted(groups)
+    if len(keys) < k:
+        raise ValueError(f"{k} folds need at least {k} distinct items, got {len(keys)}")
     rng = random.Random(seed)
-    rng.shuffle(ids)
+    rng.shuffle(keys)
     if labels is not None:
         means = _mean_reference(labels)
-        # Stable sort: items of equal mean keep their shuffled order.
-        ids.sort(key=lambda i: means.get(i, -math.inf))
+        group_mean = {g: float(np.mean([means[i] for i in groups[g] if i in means]))
+                      if any(i in means for i in groups[g]) else -math.inf for g in keys}
+        # Stable sort: groups of equal mean keep their shuffled order.
+        keys.sort(key=lambda g: group_mean[g])
     folds: dict[str, int] = {}
-    for start in range(0, len(ids), k):
+    for start in range(0, len(keys), k):
         order = list(range(k))
         rng.shuffle(order)  # so fold 0 is not always the lowest of each block
-        for item, fold in zip(ids[start:start + k], order, strict=False):
-            folds[item] = fold
+        for key, fold in zip(keys[start:start + k], order, strict=False):
+            for item in groups[key]:
+                folds[item] = fold
     return dict(sorted(folds.items()))
+
+
+def _content_groups(ids: list[str], labels: LabelSet | None) -> dict[str, list[str]]:
+    """Items whose inputs are identical (one text under several ids) form one group, so a
+    copy of a held-out item can never sit in the training folds."""
+    if labels is None:
+        return {i: [i] for i in ids}
+    from judgealign.items import item_id_for
+
+    inputs = labels.items()
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        key = item_id_for(inputs[i]) if i in inputs else i
+        groups.setdefault(key, []).append(i)
+    return groups
 
 
 def _mean_reference(labels: LabelSet) -> dict[str, float]:

@@ -110,7 +110,7 @@ def test_folds_are_stratified_by_reference_score(tiny_rubric):
 def test_bad_fold_counts_are_rejected():
     with pytest.raises(ValueError, match="folds must be an int >= 2"):
         assign_folds(["a", "b"], 1)
-    with pytest.raises(ValueError, match="at least 3 items"):
+    with pytest.raises(ValueError, match="at least 3 distinct items"):
         assign_folds(["a", "b"], 3)
 
 
@@ -342,3 +342,16 @@ def test_checkpoint_files_are_json(tiny_rubric, tmp_path):
     data = json.loads(Path(tmp_path / "folds" / "fold0-baseline.json").read_text())
     assert data["variant"] == "baseline" and len(data["fingerprint"]) == 64
     assert not list((tmp_path / "folds").glob("*.tmp"))
+
+
+def test_items_with_identical_inputs_share_a_fold(tiny_rubric):
+    from judgealign.evaluation.crossval import assign_folds
+    from judgealign.labels import LabelSet
+
+    rows = [{"item_id": f"i{n}", "inputs": {"answer": f"text {n % 5}"},
+             "dimension": "correctness", "score": 1 + n % 3, "rationale": ""} for n in range(20)]
+    labels = LabelSet.from_records(rows, rubric=tiny_rubric)
+    for seed in range(5):
+        folds = assign_folds(labels.item_ids, 4, seed=seed, labels=labels)
+        for n in range(20):
+            assert folds[f"i{n}"] == folds[f"i{n % 5}"]
