@@ -32,7 +32,7 @@ def build_lm(settings: LMSettings) -> Any:
         path = model.partition(":")[2] or None
         return local_lm(path, settings)
     kwargs: dict[str, Any] = {"temperature": settings.temperature,
-                              "max_tokens": settings.max_tokens,
+                              "max_tokens": settings.max_tokens or 512,
                               "num_retries": settings.num_retries, "cache": settings.cache}
     if settings.api_base:
         kwargs["api_base"] = settings.api_base

@@ -42,7 +42,7 @@ from judgealign.signatures.rubric import format_score, instructions_for
 log = logging.getLogger(__name__)
 
 _REFLECTION_OVERHEAD_TOKENS = 450
-_REFLECTION_MAX_TOKENS = 768  # three guidelines of <= 300 characters, with their sources
+_REFLECTION_MAX_TOKENS = 400  # three short guidelines with their sources
 DEFAULT_GROUNDING = GroundingFilter()
 _EXAMPLE_REF = re.compile(r"\s*\((?:see )?\[?E\d+(?:\s*,\s*E\d+)*\]?\)|\[E\d+\]")
 

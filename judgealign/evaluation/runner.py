@@ -28,7 +28,10 @@ from typing import Any
 from judgealign.lm import build_lm
 
 DEMO_DIMENSIONS = ("model_training", "data_imputation")
-DEMO_ITEMS = 20
+DEMO_ITEMS = 16
+# The default demo's prompt budget: the 135M model reads ~100 tokens/s on 2 cores, so short
+# prompts are what makes the subset finish in minutes (``--full`` keeps the configured ones).
+DEMO_MEMORY = {"k": 2, "demo_input_tokens": 200, "item_tokens": 600, "batch_examples": 6}
 FULL_VARIANTS = ("baseline", "memalign", "semantic-only", "episodic-only")
 DEFAULT_VARIANTS = ("baseline", "memalign")
 
@@ -71,9 +74,14 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     from judgealign.evaluation.report import format_table, write_report
     from judgealign.memory.embedders import build_embedder
     from judgealign.memory.grounding import GroundingFilter
+    from judgealign.program import RubricJudge
 
     rubric, labels, card = _load_data(args)
     plan = plan_for(args)
+    if args.command == "demo" and not getattr(args, "full", False):
+        settings = settings.model_copy(deep=True)
+        for key, value in DEMO_MEMORY.items():
+            setattr(settings.memory, key, value)
     lm = build_lm(settings.lm)
     reflection_lm = build_lm(settings.reflection_lm) if settings.reflection_lm else lm
     mem = settings.memory
@@ -85,11 +93,14 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     print(f"{args.command}: {rubric.name}: {what}; judge LM {settings.lm.model}; "
           f"report and checkpoints in {out}", flush=True)
     if args.command == "demo" and not getattr(args, "full", False):
-        print("demo: the default subset makes about 80 judgments and 16 reflection calls, "
-              "10-15 minutes with the embedded model on 2 idle cores; --full runs every "
-              "dimension and item (hours)", flush=True)
+        print(f"demo: the default subset makes {2 * len(plan.dimensions) * plan.limit} judgments "
+              f"and about {len(plan.dimensions) * args.folds * 2} reflection calls, with "
+              f"{DEMO_MEMORY['k']} demos of <= {DEMO_MEMORY['demo_input_tokens']} tokens and "
+              f"notebooks cut to {DEMO_MEMORY['item_tokens']} tokens; --full runs every "
+              "dimension and item with the configured budgets (hours)", flush=True)
     result = cross_validate(
-        rubric, labels, variants=plan.variants, folds=args.folds, seed=args.seed, lm=lm,
+        RubricJudge.from_settings(rubric, settings, lm=lm), labels, variants=plan.variants,
+        folds=args.folds, seed=args.seed, lm=lm,
         reflection_lm=reflection_lm, embedder=build_embedder(settings.embedder),
         dimensions=plan.dimensions, limit=plan.limit, n_bootstrap=args.bootstrap, k=mem.k,
         progress=True, checkpoint_dir=out, resume=args.resume,
