@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--labels", required=True, help="labels (.jsonl or .csv)")
         p.add_argument("--folds", type=int, default=4)
         p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
-        p.add_argument("--variants", default="baseline,memalign",
+        p.add_argument("--variants", default=None,
                        help="comma-separated: baseline, memalign, semantic-only, "
-                            "episodic-only, labeled-fewshot, knn-fewshot, bootstrap-fewshot")
+                            "episodic-only, labeled-fewshot, knn-fewshot, bootstrap-fewshot "
+                            "(default: baseline,memalign; demo: baseline,episodic-only)")
         p.add_argument("--dimensions", help="comma-separated dimension ids (default: all)")
         p.add_argument("--limit", type=int, help="use only the first N items")
         p.add_argument("--seed", type=int, default=0)

@@ -169,11 +169,12 @@ class LlamaCppEngine:
         if answer is None:
             with self._lock:
                 out = self.llama.create_chat_completion(messages=messages, **params)
-            text = out["choices"][0]["message"].get("content") or ""
-            if schema is not None:
-                text = close_json(text)
-            answer = {"text": text,
-                      "finish_reason": out["choices"][0].get("finish_reason") or "stop",
+            raw = out["choices"][0]["message"].get("content") or ""
+            text = close_json(raw) if schema is not None else raw
+            finish = out["choices"][0].get("finish_reason") or "stop"
+            if text != raw:
+                finish = "stop"  # the budget cut a string the schema allowed; it is closed now
+            answer = {"text": text, "finish_reason": finish,
                       "usage": out.get("usage") or {}}
             if self._cache:
                 self._cache.put(key, answer)

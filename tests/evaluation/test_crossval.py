@@ -326,7 +326,7 @@ def test_demo_defaults_to_the_documented_subset():
     parser = build_parser()
     plan = plan_for(parser.parse_args(["demo"]))
     assert plan.dimensions == ["model_training", "data_imputation"] and plan.limit == 16
-    assert plan.variants == ["baseline", "memalign"]
+    assert plan.variants == ["baseline", "episodic-only"]
     full = plan_for(parser.parse_args(["demo", "--full"]))
     assert full.dimensions is None and full.limit is None
     assert full.variants == list(FULL_VARIANTS)
