@@ -113,9 +113,14 @@ def main(argv: Sequence[str] | None = None) -> str:
     """Parse ``argv``, print the snippet and return it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller smoke workload")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     snippet = run(quick=args.quick)
-    print(snippet)
+    from benchmarks._report import emit
+
+    emit("bootstrap", snippet.replace("### paired_bootstrap speed",
+                                      "## Evaluation engine: paired bootstrap speed"),
+         write=not args.no_write)
     return snippet
 
 
