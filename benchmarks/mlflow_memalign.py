@@ -177,21 +177,11 @@ def close_json(text: str) -> str:
 
 
 def bounded(node: Any) -> Any:
-    """Bound arrays and drop string lengths of a JSON schema, as judgealign's in-process
-    engine does (a string ``maxLength`` becomes one nested llama.cpp grammar rule per
-    character, which makes sampling many times slower)."""
-    if isinstance(node, dict):
-        if node.get("type") == "string":
-            node.pop("maxLength", None)
-            node.pop("minLength", None)
-        if node.get("type") == "array":
-            node.setdefault("maxItems", ARRAY_MAX_ITEMS)
-        for value in node.values():
-            bounded(value)
-    elif isinstance(node, list):
-        for value in node:
-            bounded(value)
-    return node
+    """The in-process engine's schema rule (``judgealign.local_lm.bound_schema``), so both
+    systems get the same grammar."""
+    from judgealign.local_lm import bound_schema
+
+    return bound_schema(node)
 
 
 @dataclass

@@ -209,10 +209,10 @@ def _messages(request: Any) -> list[dict[str, str]]:
 def _schema(response_format: Any) -> dict[str, Any] | None:
     if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
         return None
-    return _bounded(json.loads(json.dumps(response_format["schema"])))
+    return bound_schema(json.loads(json.dumps(response_format["schema"])))
 
 
-def _bounded(node: Any) -> Any:
+def bound_schema(node: Any) -> Any:
     """Bound arrays and drop string lengths in a JSON schema (see DEFAULT_MAX_TOKENS)."""
     if isinstance(node, dict):
         if node.get("type") == "string":
@@ -221,10 +221,10 @@ def _bounded(node: Any) -> Any:
         if node.get("type") == "array":
             node.setdefault("maxItems", _ARRAY_MAX_ITEMS)
         for value in node.values():
-            _bounded(value)
+            bound_schema(value)
     elif isinstance(node, list):
         for value in node:
-            _bounded(value)
+            bound_schema(value)
     return node
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from judgealign.local_lm import _bounded, close_json
+from judgealign.local_lm import bound_schema, close_json
 
 
 @pytest.mark.parametrize("cut,expected", [
@@ -30,7 +30,7 @@ def test_schema_drops_string_lengths_and_bounds_arrays():
         "text": {"type": "string", "maxLength": 300},
         "score": {"type": "string", "enum": ["1", "2"]},
         "items": {"type": "array", "items": {"type": "string", "maxLength": 8}}}}
-    out = _bounded(schema)
+    out = bound_schema(schema)
     assert "maxLength" not in out["properties"]["text"]
     assert "maxLength" not in out["properties"]["items"]["items"]
     assert out["properties"]["items"]["maxItems"] == 5
