@@ -9,6 +9,7 @@ the model file's hash, the messages and the decoding parameters, so a re-run cos
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -69,10 +70,16 @@ def _load_llama(path: str, n_ctx: int, n_threads: int, seed: int) -> Any:
         raise LMError("the embedded model needs llama-cpp-python: "
                       "pip install 'judgealign[local]'") from None
     try:
-        return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, seed=seed,
-                     verbose=False)
+        llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, seed=seed,
+                      verbose=False)
     except Exception as exc:
         raise LMError(f"cannot load GGUF model {path}: {exc}") from None
+    # Free the model before interpreter teardown; llama.cpp's own finaliser runs too late
+    # and prints "Exception ignored in Llama.__del__".
+    close = getattr(llama, "close", None)
+    if callable(close):
+        atexit.register(close)
+    return llama
 
 
 class CompletionCache:
