@@ -879,17 +879,17 @@ def run(quick: bool, cfg: dict, argv: Sequence[str], budget_seconds: float | Non
 
     started = time.perf_counter()
     budget = Budget(budget_seconds)
-    workdir = Path(tempfile.mkdtemp(prefix="judgealign-mlflow-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="judgealign-memalign-bench-"))
     _configure_env(workdir)
     _configure_logging()
     split = load_split(cfg)
     model_path = default_model_path()
     threads = CPUS if sequential else max(1, CPUS // 2)
-    servers = {"judgealign": LlamaServer(model_path, CHAT_ALIAS, workdir, name="chat-judgealign",
+    servers = {"judgealign": LlamaServer(model_path, CHAT_ALIAS, workdir, name="chat-ours",
                                          threads=threads),
-               "MLflow": LlamaServer(model_path, CHAT_ALIAS, workdir, name="chat-mlflow",
+               "MLflow": LlamaServer(model_path, CHAT_ALIAS, workdir, name="chat-theirs",
                                      threads=threads),
-               "embed": LlamaServer(model_path, EMBED_ALIAS, workdir, name="embed-mlflow",
+               "embed": LlamaServer(model_path, EMBED_ALIAS, workdir, name="embed-theirs",
                                     threads=1, embedding=True)}
     proxies: list[Proxy] = []
     try:
@@ -919,9 +919,17 @@ def run(quick: bool, cfg: dict, argv: Sequence[str], budget_seconds: float | Non
                         for side in (ours, theirs)]
             for t in threads_:
                 t.start()
+            last = time.monotonic()
             for t in threads_:
                 while t.is_alive():   # a timed join keeps Ctrl-C / SIGTERM working
                     t.join(timeout=1.0)
+                    if time.monotonic() - last > 30:   # a partial report, in case of a kill
+                        last = time.monotonic()
+                        with contextlib.suppress(Exception):
+                            (workdir / "report-partial.md").write_text(render(
+                                split, ours, theirs, servers, budget, quick=quick, argv=argv,
+                                seconds=time.perf_counter() - started, sequential=sequential,
+                                workdir=workdir))
         (workdir / "guidelines.json").write_text(json.dumps(
             {"judgealign": ours.guidelines, "mlflow": theirs.guidelines}, indent=2))
         return render(split, ours, theirs, servers, budget, quick=quick, argv=argv,
