@@ -185,7 +185,8 @@ def test_no_pickle_loading_in_the_package():
     for folder in ("judgealign", "signatures", "optimizers", "datasets"):
         for file in (root / folder).rglob("*.py"):
             text = file.read_text()
-            assert "pickle.load" not in text and "allow_pickle=True" not in text, file
+            forbidden = ("pickle" + ".load", "allow_pickle" + "=True")  # not a match itself
+            assert not any(word in text for word in forbidden), file
 
 
 def test_loading_an_unaligned_judge_works(tiny_rubric, tmp_path):
