@@ -64,6 +64,10 @@ def _file_sha256(path: str) -> str:
 @cache
 def _load_llama(path: str, n_ctx: int, n_threads: int, seed: int) -> Any:
     # One model handle per file and settings in a process: loading costs seconds and memory.
+    # llama.cpp's OpenMP threads spin while waiting by default; on a shared 2-core machine
+    # the spinning starves the other thread and a call got 2-8x slower. Only applies if set
+    # before the OpenMP runtime loads; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from llama_cpp import Llama
     except ImportError:

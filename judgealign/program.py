@@ -158,8 +158,12 @@ class DimensionJudge(dspy.Module):
     def _demos(self, inputs: Mapping[str, str], count: TokenCounter
                ) -> tuple[list[dspy.Example], list[str]]:
         if self.memory is None or self.k <= 0:
-            # Demos a DSPy few-shot optimizer stored on the predictor still apply.
-            return list(self.predict.demos), []
+            # Demos a DSPy optimizer stored on the predictor still apply, under the same
+            # per-demo token budget as retrieved ones (whole notebooks would crowd out the item).
+            names = self.rubric.input_names
+            return [d.copy(**{n: truncate(str(d[n]), self.demo_input_tokens, count)
+                              for n in names if d.get(n) is not None})
+                    for d in self.predict.demos], []
         episodes = self.memory.retrieve(inputs, dimension=self.dimension, k=self.k)
         demos = []
         for ep in episodes:

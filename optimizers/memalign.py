@@ -22,11 +22,11 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from judgealign.errors import LabelError
 from judgealign.items import truncate
@@ -43,16 +43,18 @@ log = logging.getLogger(__name__)
 
 _REFLECTION_OVERHEAD_TOKENS = 450
 _REFLECTION_MAX_TOKENS = 400  # three short guidelines with their sources
+MAX_GUIDELINE_CHARS = 300  # longer proposals are rejected as too_long: they bloat every prompt
 DEFAULT_GROUNDING = GroundingFilter()
 _EXAMPLE_REF = re.compile(r"\s*\((?:see )?\[?E\d+(?:\s*,\s*E\d+)*\]?\)|\[E\d+\]")
 
 
 class ProposedGuideline(BaseModel):
-    # The length bounds reach the JSON schema, so a grammar-constrained small model stops.
-    text: str = Field(max_length=300,
-                      description="One short, general, checkable rule (one sentence).")
-    sources: list[Annotated[str, StringConstraints(max_length=8)]] = Field(
-        max_length=8, description="Ids of the examples it comes from, e.g. ['E2']")
+    # No length constraints: pydantic would reject the whole batch for one over-long field.
+    # Lengths are screened per guideline after parsing (too_long, no_sources), and the local
+    # engine bounds arrays in its grammar so a small model stops.
+    text: str = Field(description=f"One short, general, checkable rule (one sentence, at most "
+                                  f"{MAX_GUIDELINE_CHARS} characters).")
+    sources: list[str] = Field(description="Ids of the examples it comes from, e.g. ['E2']")
 
 
 class DistillGuidelines(dspy.Signature):
@@ -66,8 +68,7 @@ class DistillGuidelines(dspy.Signature):
     dimension_rubric: str = dspy.InputField(desc="the dimension and its score levels")
     existing_guidelines: str = dspy.InputField(desc="guidelines already learned")
     examples: str = dspy.InputField(desc="expert-scored examples, each with an id like E1")
-    guidelines: Annotated[list[ProposedGuideline], Field(max_length=3)] = dspy.OutputField(
-        desc="at most 3 new guidelines")
+    guidelines: list[ProposedGuideline] = dspy.OutputField(desc="at most 3 new guidelines")
 
 
 @dataclass
@@ -184,6 +185,12 @@ class MemAlign(Teleprompter):
         Seeds the choice of validation examples. Default 0.
     progress
         Show a progress bar over reflection calls.
+
+    Every proposal the reflection LM makes is kept or rejected with a reason, per guideline
+    (one bad proposal never costs the batch): ``too_long`` (over ``MAX_GUIDELINE_CHARS``),
+    ``no_sources`` (cites no example of the batch), ``restates_rubric``, ``ungrounded``,
+    ``duplicate``, ``over_cap`` and ``failed_validation``. Only an answer that does not parse,
+    or a prompt over the context window, makes the batch retry in halves.
     """
 
     def __init__(self, *, reflection_lm: Any = None, embedder: Embedder | None = None,
@@ -341,6 +348,8 @@ class MemAlign(Teleprompter):
         djudge = judge.judges[dim]
         proposals, unprocessed = self._reflect(judge, dim, fresh, lm)
         rep.proposed, rep.unprocessed_examples = len(proposals), unprocessed
+        too_long = [g.rejected("too_long") for g in proposals if len(g.text) > MAX_GUIDELINE_CHARS]
+        proposals = [g for g in proposals if len(g.text) <= MAX_GUIDELINE_CHARS]
         by_item = {e.item_id: e for e in fresh}
         if self.grounding is not None:
             grounded, rejected = self.grounding.check(proposals, judge.rubric, dim, by_item,
@@ -357,14 +366,14 @@ class MemAlign(Teleprompter):
                        if grounded else (list(existing), []))
         kept, dropped = cap(pool, self.max_guidelines)
         djudge.set_guidelines(kept)
-        newly_rejected = rejected + dupes + dropped
+        newly_rejected = too_long + rejected + dupes + dropped
         djudge.rejected = djudge.rejected + newly_rejected
         rep.kept = sum(1 for g in kept if g.text in {p.text for p in grounded})
         for g in newly_rejected:
             rep.rejected[g.reason or "?"] = rep.rejected.get(g.reason or "?", 0) + 1
-        if proposals == [] or rep.kept == 0:
+        if rep.kept == 0:
             rep.warning = (f"the reflection LM produced no usable guideline for {dim!r} "
-                           f"({len(proposals)} proposed, {unprocessed} of {len(fresh)} "
+                           f"({rep.proposed} proposed, {unprocessed} of {len(fresh)} "
                            "examples unprocessed)")
             warnings.warn(rep.warning, UserWarning, stacklevel=4)
 

@@ -286,3 +286,27 @@ def test_validation_rejects_a_guideline_that_hurts_agreement(tiny_rubric, labels
                                                         trainset=labels)
     assert unvalidated.report.dimensions[0].unvalidated == 2
     assert unvalidated.report.dimensions[0].validation_calls == 0
+
+
+def test_one_bad_proposal_is_rejected_alone_without_retrying_the_batch(tiny_rubric, labels):
+    # What SmolLM2-135M really answers: a runaway sentence, and ids that are not example ids.
+    runaway = "1. " + "1." * 400
+    sizes = []
+
+    def sloppy(prompt):
+        sizes.append(len(re.findall(r"\[E\d+\] expert score", prompt)))
+        answer = Reflector(extra=())(prompt)
+        answer["guidelines"] += [{"text": runaway, "sources": ["E1"]},
+                                 {"text": "readmission_risk.csv", "sources": ["#cell 1, markdown"]}]
+        return answer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        judge = MemAlign(reflection_lm=scripted_lm(sloppy), batch_examples=6).compile(
+            RubricJudge(tiny_rubric), trainset=labels)
+    rep = judge.report.dimensions[0]
+    assert sizes == [6]  # one call: the parse succeeded, nothing was split
+    assert rep.proposed == 3 and rep.kept == 1 and rep.unprocessed_examples == 0
+    assert rep.rejected == {"too_long": 1, "no_sources": 1}
+    assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
+    assert {g.reason for g in judge.judges["correctness"].rejected} == {"too_long", "no_sources"}

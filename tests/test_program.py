@@ -10,6 +10,17 @@ from judgealign.program import RubricJudge
 from judgealign.testing import dimension_of, scripted_lm
 
 
+def recorder():
+    """A scripted answer that keeps every prompt it was asked."""
+    seen = []
+
+    def respond(prompt):
+        seen.append(prompt)
+        return {"score": "1", "rationale": "r"}
+
+    return seen, respond
+
+
 def test_judge_scores_every_dimension(tiny_rubric):
     def respond(prompt):
         if dimension_of(prompt) == "Clarity":
@@ -66,12 +77,7 @@ def test_batch_keeps_input_order_and_ids(tiny_rubric):
 
 
 def test_long_items_are_truncated_to_the_context(tiny_rubric):
-    seen = []
-
-    def respond(prompt):
-        seen.append(prompt)
-        return {"score": "1", "rationale": "r"}
-
+    seen, respond = recorder()
     judge = RubricJudge(tiny_rubric, lm=scripted_lm(respond, context_window=2048))
     judge(answer="word " * 20000)
     assert all(len(p) < 2048 * 4 for p in seen)
@@ -86,13 +92,18 @@ def test_uses_dspy_configured_lm_when_none_given(tiny_rubric):
 
 
 def test_item_token_cap_shortens_the_judged_item(tiny_rubric):
-    seen = []
-
-    def respond(prompt):
-        seen.append(prompt)
-        return {"score": "1", "rationale": "r"}
-
+    seen, respond = recorder()
     judge = RubricJudge(tiny_rubric, lm=scripted_lm(respond), item_tokens=100)
     judge(answer="word " * 5000, dimensions=["correctness"])
     assert "cut to fit the judge's context" in seen[0]
     assert seen[0].count("word") < 150
+
+
+def test_demos_a_dspy_optimizer_sets_get_the_same_token_budget(tiny_rubric):
+    seen, respond = recorder()
+    judge = RubricJudge(tiny_rubric, lm=scripted_lm(respond), demo_input_tokens=50)
+    judge.judges["correctness"].predict.demos = [
+        dspy.Example(answer="demo " * 3000, score="2", rationale="long demo").with_inputs("answer")]
+    judge(answer="short answer", dimensions=["correctness"])
+    assert "long demo" in seen[0]  # the demo is shown...
+    assert seen[0].count("demo ") < 100  # ...cut to its budget, not 3,000 words

@@ -83,6 +83,7 @@ class EpisodicMemory:
         self.embedder = embedder
         self._episodes: dict[str, Episode] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self._per_dimension: dict[str, int] = {}  # kept up to date: retrieval reads it per call
         self._collection: Any = None
         self._client: Any = None
         self._lock = threading.Lock()  # judging threads race to build the index otherwise
@@ -101,10 +102,10 @@ class EpisodicMemory:
         return {e.item_id for e in self._episodes.values()}
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for e in self._episodes.values():
-            out[e.dimension] = out.get(e.dimension, 0) + 1
-        return dict(sorted(out.items()))
+        return {d: n for d, n in sorted(self._per_dimension.items()) if n}
+
+    def _count(self, dimension: str, change: int) -> None:
+        self._per_dimension[dimension] = self._per_dimension.get(dimension, 0) + change
 
     def add(self, episodes: Iterable[Episode], *, vectors: Mapping[str, np.ndarray] | None = None
             ) -> None:
@@ -121,7 +122,11 @@ class EpisodicMemory:
             if vec is None:
                 vec = by_text[item_text(e.inputs)]
             self._vectors[e.id] = np.asarray(vec, dtype=np.float32)
+            old = self._episodes.get(e.id)
+            if old is not None:
+                self._count(old.dimension, -1)
             self._episodes[e.id] = e
+            self._count(e.dimension, +1)
         self._index_upsert(episodes)
 
     def remove(self, item_ids: Iterable[str]) -> int:
@@ -129,7 +134,7 @@ class EpisodicMemory:
         gone = set(item_ids)
         ids = [k for k, e in self._episodes.items() if e.item_id in gone]
         for k in ids:
-            del self._episodes[k]
+            self._count(self._episodes.pop(k).dimension, -1)
             del self._vectors[k]
         if ids and self._collection is not None:
             self._collection.delete(ids=ids)
@@ -139,7 +144,7 @@ class EpisodicMemory:
 
     def retrieve(self, inputs: Mapping[str, str], *, dimension: str, k: int) -> list[Episode]:
         """The ``k`` stored episodes of ``dimension`` nearest to the item (cosine)."""
-        n = sum(1 for e in self._episodes.values() if e.dimension == dimension)
+        n = self._per_dimension.get(dimension, 0)
         if k <= 0 or n == 0:
             return []
         query = self.embedder.embed([item_text(inputs)])[0]
@@ -185,6 +190,7 @@ class EpisodicMemory:
         new = EpisodicMemory(self.embedder)
         new._episodes = dict(self._episodes)
         new._vectors = dict(self._vectors)
+        new._per_dimension = dict(self._per_dimension)
         return new
 
     def __getstate__(self) -> dict[str, Any]:

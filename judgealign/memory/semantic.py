@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 Reason = Literal["ungrounded", "duplicate", "restates_rubric", "no_sources", "over_cap",
-                 "failed_validation", "empty"]
+                 "failed_validation", "empty", "too_long"]
 GUIDELINES_HEADING = "Guidelines learned from expert reviewers (apply them):"
 
 

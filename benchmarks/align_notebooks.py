@@ -1,0 +1,181 @@
+"""Cost and outcome of aligning the nine-dimension notebook judge with the embedded model.
+
+Run from the repository root::
+
+    python -m benchmarks.align_notebooks            # 40 labelled notebooks (about 15 min)
+    python -m benchmarks.align_notebooks --quick    # 12 notebooks (under 10 min)
+
+MemAlign compiles ``ml_notebook.judge()`` on the first N notebooks of the bundled set with the
+embedded SmolLM2-135M as judge and reflection LM, both memories on, the embedded model's answer
+cache off (every call is paid for). It reports, per dimension, the reflection calls, tokens and
+seconds, how many guidelines the reflection LM proposed and how many the grounding filter kept
+or rejected (with the reasons), and quotes guidelines verbatim. The compiled judge is saved
+(``--out``) so ``judgealign memory show`` can list the same guidelines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import (  # noqa: E402
+    command_line,
+    emit,
+    machine_info,
+    machine_markdown,
+    table,
+)
+
+SECTION = "align_notebooks"
+FULL = {"items": 40}
+QUICK = {"items": 12}
+BATCH_EXAMPLES = 20
+DEMO_INPUT_TOKENS = 150
+QUOTED = 3
+
+
+def _quote(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def run(items: int, out: Path) -> dict:
+    import dspy
+
+    from judgealign.config import LMSettings
+    from judgealign.datasets import load_ml_notebooks
+    from judgealign.lm import build_lm
+    from judgealign.optimizers.memalign import MemAlign
+    from judgealign.signatures import ml_notebook
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    data = load_ml_notebooks()
+    labels = data.labels.subset(data.labels.item_ids[:items])
+    lm = build_lm(LMSettings(model="local", cache=False))
+    optimizer = MemAlign(reflection_lm=lm, batch_examples=BATCH_EXAMPLES,
+                         demo_input_tokens=DEMO_INPUT_TOKENS, progress=True)
+    start = time.perf_counter()
+    judge = optimizer.compile(ml_notebook.judge(lm=lm), trainset=labels)
+    wall = time.perf_counter() - start
+    judge.save(out / "judge")
+    kept = [(dim, g) for dim, j in judge.judges.items() for g in j.guidelines]
+    rejected = [(dim, g) for dim, j in judge.judges.items() for g in j.rejected]
+    return {"items": items, "labels": len(labels), "wall": wall, "machine": machine_info(),
+            "report": judge.report.to_dict(), "kept": kept, "rejected": rejected,
+            "lm": lm.model, "out": out}
+
+
+def render(result: dict, argv: Sequence[str], quick: bool) -> str:
+    rep = result["report"]
+    rows, reasons_total = [], Counter()
+    for d in rep["dimensions"]:
+        reasons = Counter(d["rejected"])
+        reasons_total.update(reasons)
+        rows.append([d["dimension"], d["examples"], d["lm_calls"], f"{d['prompt_tokens']:,}",
+                     f"{d['completion_tokens']:,}", f"{d['seconds']:.0f}", d["proposed"],
+                     d["kept"], sum(reasons.values()),
+                     ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "–",
+                     d["unprocessed_examples"], d["episodes_total"]])
+    rows.append(["**total**", sum(d["examples"] for d in rep["dimensions"]), rep["lm_calls"],
+                 f"{rep['prompt_tokens']:,}", f"{rep['completion_tokens']:,}",
+                 f"{rep['seconds']:.0f}", sum(d["proposed"] for d in rep["dimensions"]),
+                 sum(d["kept"] for d in rep["dimensions"]), sum(reasons_total.values()),
+                 ", ".join(f"{k} {v}" for k, v in sorted(reasons_total.items())) or "–",
+                 sum(d["unprocessed_examples"] for d in rep["dimensions"]),
+                 sum(d["episodes_total"] for d in rep["dimensions"])])
+    header = ["dimension", "examples", "LM calls", "prompt tokens", "completion tokens",
+              "seconds", "proposed", "kept", "rejected", "rejected by reason",
+              "examples with no guideline", "episodes stored"]
+
+    def quoted(pairs: list, n: int) -> str:
+        # Distinct texts, one per dimension first, so the quotes show the variety.
+        distinct = list({g.text: (dim, g) for dim, g in reversed(pairs)}.values())
+        distinct.sort(key=pairs.index)  # first occurrence of each text, in run order
+        picked, seen = [], set()
+        for dim, g in distinct:
+            if dim not in seen and len(picked) < n:
+                picked.append((dim, g))
+                seen.add(dim)
+        picked += [p for p in distinct if p not in picked][: n - len(picked)]
+        return table(["dimension", "guideline (verbatim)", "grounding", "reason", "sources"],
+                     [[dim, _quote(g.text), "–" if g.grounding is None else f"{g.grounding:.2f}",
+                       g.reason or "kept", ", ".join(g.sources[:4])] for dim, g in picked])
+
+    mode = "quick" if quick else "full"
+    return "\n\n".join([
+        f"## Aligning the nine-dimension notebook judge with the embedded model ({mode} mode)",
+        f"Command: `{command_line('benchmarks.align_notebooks', argv)}` — "
+        f"{result['items']} notebooks ({result['labels']} labels), MemAlign with both memories, "
+        f"reflection batches of ≤ {BATCH_EXAMPLES} examples, demo inputs cut to "
+        f"{DEMO_INPUT_TOKENS} tokens; judge and reflection LM `{result['lm']}`; the engine's "
+        "answer cache and DSPy's cache off, so every call is paid for. `compile` took "
+        f"**{result['wall']:.0f} s** wall in all; its report counts "
+        f"**{rep['lm_calls']} LM calls, {rep['prompt_tokens']:,} prompt and "
+        f"{rep['completion_tokens']:,} completion tokens**. Episodic memory costs no LM call "
+        "(embedding + Chroma upsert).",
+        table(header, rows),
+        f"Kept guidelines ({len(result['kept'])} in all; up to {QUOTED} distinct texts quoted, one "
+        "per dimension first; `judgealign memory show` on the saved judge lists every one):",
+        quoted(result["kept"], QUOTED) if result["kept"] else "_none kept_",
+        f"Rejected guidelines ({len(result['rejected'])} in all; {QUOTED} distinct texts quoted; "
+        "all of them are in the saved judge's memory file):",
+        quoted(result["rejected"], QUOTED) if result["rejected"] else "_none rejected_",
+        machine_markdown(result["machine"], lm=result["lm"] + " (llama-cpp-python, in-process)"),
+    ])
+
+
+def _loaded(saved: dict) -> dict:
+    """A saved run (guidelines.json) in the shape :func:`render` takes."""
+    from judgealign.memory.semantic import Guideline
+
+    def guidelines(rows: list) -> list:
+        return [(r["dimension"], Guideline(r["text"], r["dimension"], tuple(r["sources"]),
+                                           grounding=r["grounding"], reason=r.get("reason")))
+                for r in rows]
+
+    return {**saved, "kept": guidelines(saved["kept"]), "rejected": guidelines(saved["rejected"])}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK['items']} notebooks")
+    parser.add_argument("--items", type=int, help="notebooks to align on (default: the mode's)")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-out/align_notebooks"),
+                        help="where the compiled judge (judge/) and guidelines.json go")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--render", type=Path, metavar="GUIDELINES_JSON",
+                        help="re-render the section from a run's guidelines.json (no LM calls)")
+    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.simplefilter("ignore")
+    if args.render:
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        emit(SECTION, render(_loaded(saved), saved["argv"], saved["quick"]),
+             write=not args.no_write)
+        return
+    items = args.items or (QUICK if args.quick else FULL)["items"]
+    result = run(items, args.out)
+    dump = {"argv": argv, "quick": args.quick, "items": items, "labels": result["labels"],
+            "wall": result["wall"], "lm": result["lm"], "machine": result["machine"],
+            "report": result["report"],
+            "kept": [{"dimension": d, "text": g.text, "sources": list(g.sources),
+                      "grounding": g.grounding} for d, g in result["kept"]],
+            "rejected": [{"dimension": d, "text": g.text, "sources": list(g.sources),
+                          "grounding": g.grounding, "reason": g.reason}
+                         for d, g in result["rejected"]]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "guidelines.json").write_text(json.dumps(dump, indent=2), encoding="utf-8")
+    emit(SECTION, render(result, argv, args.quick), write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
