@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python -m benchmarks.optimizer_cost --quick   # 1 dimension, 6 notebooks, 20 s per run
-    python -m benchmarks.optimizer_cost           # 3 dimensions, 12 notebooks, 120 s per run
+    python -m benchmarks.optimizer_cost           # 3 dimensions, 12 notebooks, 90 s per run
 
 Every method aligns the same judge of one notebook dimension (``data_imputation``,
 ``model_training``, ``metrics_evaluation``) on the same training items of fold 0 of
@@ -57,7 +57,7 @@ ITEM_TOKENS = 600           # notebook excerpt every method's judge sees
 DEMO_INPUT_TOKENS = 150     # MemAlign's reflection and demo excerpts
 REFLECTION_MAX_TOKENS = 400  # answer budget of proposal/reflection calls (as MemAlign's)
 QUICK = {"train": 6, "budget": 20.0, "dims": DIMS[:1]}
-FULL = {"train": 12, "budget": 120.0, "dims": DIMS}
+FULL = {"train": 12, "budget": 90.0, "dims": DIMS}
 METHODS = ("memalign", "labeled-fewshot", "knn-fewshot", "bootstrap-fewshot", "miprov2-light",
            "simba", "gepa")
 SETTINGS = {
@@ -374,7 +374,7 @@ def _per_call(rows: list[Row]) -> float:
 
 
 def render(rows: list[Row], finish: dict[tuple[str, str], Row], ctx: dict[str, Any],
-           argv: Sequence[str], quick: bool, wall: float) -> str:
+           argv: Sequence[str], mode: str, wall: float) -> str:
     per_call = _per_call(rows)
 
     def to_finish(r: Row) -> tuple[str, str]:
@@ -406,9 +406,8 @@ def render(rows: list[Row], finish: dict[tuple[str, str], Row], ctx: dict[str, A
                         f"{statistics.mean(r.seconds for r in mine):.1f}",
                         f"{statistics.mean(f.calls for f in done):,.0f}" if done else "–",
                         f"{statistics.mean(est) / 60:.1f}" if est else "–", SETTINGS[method]])
-    mode = "quick" if quick else "full"
     return "\n\n".join([
-        f"## Alignment cost per dimension: MemAlign vs DSPy optimizers ({mode} mode)",
+        f"## Alignment cost per dimension: MemAlign vs DSPy optimizers ({mode})",
         f"Command: `{command_line('benchmarks.optimizer_cost', argv)}` — run took {wall:.0f} s. "
         f"Fold 0 of `assign_folds(k={FOLDS}, seed={FOLD_SEED})` held out; "
         f"{len(ctx['train_ids'])} training notebooks of the other folds, the same for every "
@@ -460,7 +459,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{method:18s} {dim:20s} {row.status:8s} calls={row.calls:4d} "
                   f"s={row.seconds:7.1f} {row.note}", file=sys.stderr, flush=True)
             rows.append(row)
-    emit(SECTION, render(rows, finish, ctx, argv, args.quick, time.perf_counter() - start),
+    custom = args.dims or args.train or args.budget or args.methods != list(METHODS)
+    label = "quick mode" if args.quick else "custom settings" if custom else "full mode"
+    emit(SECTION, render(rows, finish, ctx, argv, label, time.perf_counter() - start),
          write=not args.no_write)
 
 

@@ -12,8 +12,9 @@ optimizer choose the demos, and returns an aligned copy of the judge that shows 
 * ``bootstrap-fewshot`` -- :class:`dspy.BootstrapFewShot` with the metric "the judge's score
   equals the expert's": up to ``k`` demos whose score the judge itself reproduced (with its
   own rationale), topped up with labelled examples to ``k``. The teacher is the unaligned
-  judge (zero-shot: it ignores predictor demos, see below), so these are the training items
-  the judge already gets right.
+  judge showing ``k`` labelled demos (DSPy puts them on the teacher's predictor; each demo's
+  item text is cut to ``demo_input_tokens`` like every other demo), so these are the
+  training items the judge gets right with a few examples.
 
 Why the demos are served through the judge's memory interface and not ``predict.demos``:
 :class:`~judgealign.program.DimensionJudge` passes ``demos=`` to its predictor on every
@@ -65,10 +66,11 @@ class UnsupportedBaseline(JudgeAlignError):
 def unsupported_reason(name: str) -> str:
     """Why ``mipro``/``simba``/``gepa`` are not run (recorded as skipped in CV results)."""
     optimizer = UNSUPPORTED_BASELINES.get(name, name)
-    return (f"{optimizer} is not supported yet: it rewrites instructions and demos through "
-            "many scored trial runs of the judge (hundreds of LM calls per dimension and fold) "
-            "and needs a validation split inside each training fold; judgealign has no "
-            "adapter for it yet")
+    return (f"{optimizer} is not a cv variant yet: it rewrites instructions and demos through "
+            "many scored trial runs of the judge and needs a validation split inside each "
+            "training fold. Its alignment cost is measured by `python -m "
+            "benchmarks.optimizer_cost` (on 12 training notebooks: MIPROv2 light 120-122 LM "
+            "calls per dimension, SIMBA 76, GEPA 40, against MemAlign's 1)")
 
 
 # --- serving the chosen demos ----------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_unsupported_and_unknown_variants(tiny_rubric):
     result = run(tiny_rubric, labels, variants=("baseline", "mipro", "gepa"))
     assert result.variants == ["baseline"]
     assert set(result.skipped) == {"mipro", "gepa"}
-    assert "not supported yet" in result.skipped["gepa"]
+    assert "not a cv variant yet" in result.skipped["gepa"]
     assert result.to_dict()["skipped"]["mipro"].startswith("dspy.MIPROv2")
     with pytest.raises(ValueError, match="unknown variant"):
         run(tiny_rubric, labels, variants=("baseline", "magic"))
