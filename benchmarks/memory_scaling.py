@@ -34,10 +34,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import ROOT, command_line, emit, machine_markdown, table  # noqa: E402
+from benchmarks._split import FOLD_SEED, FOLDS, HELD_OUT_FOLD, fold_split  # noqa: E402
 
 SECTION = "memory_scaling"
 SIZES = (0, 2, 5, 10, 20, 40)
-FOLDS, FOLD_SEED, HELD_OUT_FOLD, POOL_SEED = 4, 0, 0, 0
+POOL_SEED = 0
 K, DEMO_INPUT_TOKENS, ITEM_TOKENS = 3, 150, 600
 N_RESAMPLES = 10_000
 QUICK = {"dims": ("model_training",), "test": 5, "semantic": False}  # about 8 min on 2 cores
@@ -54,7 +55,6 @@ def run(dims: Sequence[str], test: int | None, sizes: Sequence[int], semantic: b
     from judgealign.config import LMSettings
     from judgealign.datasets import load_ml_notebooks
     from judgealign.evaluation.bootstrap import paired_bootstrap
-    from judgealign.evaluation.crossval import assign_folds
     from judgealign.evaluation.metrics import abs_errors
     from judgealign.lm import build_lm
     from judgealign.optimizers.memalign import MemAlign
@@ -63,11 +63,7 @@ def run(dims: Sequence[str], test: int | None, sizes: Sequence[int], semantic: b
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     data = load_ml_notebooks()
     labels = data.labels.for_dimensions(dims)
-    folds = assign_folds(labels.item_ids, FOLDS, seed=FOLD_SEED, labels=labels)
-    held_out = sorted(i for i, f in folds.items() if f == HELD_OUT_FOLD)
-    if test:
-        held_out = held_out[:: max(1, len(held_out) // test)][:test]
-    pool = sorted(i for i, f in folds.items() if f != HELD_OUT_FOLD)
+    pool, held_out = fold_split(labels, test=test)
     random.Random(POOL_SEED).shuffle(pool)
     if max(sizes) > len(pool):
         raise SystemExit(f"the feedback pool has {len(pool)} notebooks, fewer than {max(sizes)}")
@@ -155,7 +151,7 @@ def render(result: dict[str, Any], argv: Sequence[str], mode: str, wall: float) 
     return "\n\n".join([
         f"## Memory scaling: held-out MAE vs number of feedback examples ({mode})",
         f"Command: `{command_line('benchmarks.memory_scaling', argv)}` — run took {wall:.0f} s. "
-        f"Held out: {len(result['held_out'])} notebooks of fold 0 "
+        f"Held out: {len(result['held_out'])} notebooks of fold {HELD_OUT_FOLD} "
         f"(`assign_folds(k={FOLDS}, seed={FOLD_SEED})`); feedback: the first n of the other "
         f"folds' {len(result['pool'])} notebooks (shuffled with seed {POOL_SEED}, nested). "
         f"MemAlign with {'both memories' if result['semantic'] else 'episodic memory only'}, "

@@ -64,6 +64,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import command_line, emit, machine_info, machine_markdown, table  # noqa: E402
+from benchmarks._split import FOLD_SEED, FOLDS, HELD_OUT_FOLD, fold_split  # noqa: E402
 
 SECTION = "mlflow_memalign"
 CHAT_ALIAS, EMBED_ALIAS = "smollm2", "smollm2-embed"
@@ -81,7 +82,6 @@ ARRAY_MAX_ITEMS = 5
 QUICK = {"dims": ("data_imputation", "model_training"), "train": 1, "test": 1}
 FULL = {"dims": ("data_imputation", "model_training", "metrics_evaluation"), "train": None,
         "test": None}
-FOLDS, FOLD_SEED, HELD_OUT_FOLD = 4, 0, 0
 QUICK_BUDGET_MIN = 9.0        # --quick skips what would start later (and stays < 10 min)
 
 
@@ -384,8 +384,6 @@ class Split:
 
 
 def load_split(cfg: dict) -> Split:
-    from judgealign.evaluation.crossval import assign_folds
-
     try:
         from judgealign.datasets import load_ml_notebooks
 
@@ -394,13 +392,7 @@ def load_split(cfg: dict) -> Split:
     except Exception as exc:  # the bundled set is being produced: fall back loudly
         raise SystemExit(f"the bundled ml_notebooks data set cannot be loaded: {exc}") from exc
     labels = labels.for_dimensions(cfg["dims"])
-    folds = assign_folds(labels.item_ids, FOLDS, seed=FOLD_SEED, labels=labels)
-    train = sorted(i for i, f in folds.items() if f != HELD_OUT_FOLD)
-    test = sorted(i for i, f in folds.items() if f == HELD_OUT_FOLD)
-    if cfg["train"]:
-        train = train[:: max(1, len(train) // cfg["train"])][: cfg["train"]]
-    if cfg["test"]:
-        test = test[:: max(1, len(test) // cfg["test"])][: cfg["test"]]
+    train, test = fold_split(labels, train=cfg["train"], test=cfg["test"])
     return Split(rubric, tuple(cfg["dims"]), train, test, labels, source)
 
 

@@ -48,10 +48,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import command_line, emit, machine_markdown, table  # noqa: E402
+from benchmarks._split import FOLD_SEED, FOLDS, HELD_OUT_FOLD, fold_split  # noqa: E402
 
 SECTION = "optimizer_cost"
 DIMS = ("data_imputation", "model_training", "metrics_evaluation")
-FOLDS, FOLD_SEED, HELD_OUT_FOLD = 4, 0, 0
 K = 3                       # demos per judgment, every method
 ITEM_TOKENS = 600           # notebook excerpt every method's judge sees
 DEMO_INPUT_TOKENS = 150     # MemAlign's reflection and demo excerpts
@@ -235,18 +235,6 @@ def score_program(rubric: Any, dim: str) -> Any:
     return ScoreProgram()
 
 
-def examples_of(episodes: Sequence[Any], input_names: Sequence[str]) -> list[Any]:
-    import dspy
-
-    from judgealign.signatures.rubric import format_score
-
-    return [dspy.Example(**{n: e.inputs.get(n, "") for n in input_names},
-                         score=format_score(e.score),
-                         rationale=e.rationale or "(no rationale given)",
-                         item_id=e.item_id).with_inputs(*input_names)
-            for e in episodes]
-
-
 def exact(gold: Any, pred: Any, trace: Any = None) -> float:
     return float(str(getattr(pred, "score", "")) == str(gold.score))
 
@@ -265,7 +253,7 @@ def gepa_metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None,
 def run_method(method: str, dim: str, ctx: dict[str, Any]) -> Row:
     import dspy
 
-    from judgealign.optimizers.baselines import FewShotBaseline
+    from judgealign.optimizers.baselines import FewShotBaseline, episode_examples
     from judgealign.optimizers.memalign import MemAlign
     from judgealign.program import RubricJudge
 
@@ -274,7 +262,7 @@ def run_method(method: str, dim: str, ctx: dict[str, Any]) -> Row:
     dim_labels = labels.for_dimensions([dim])
     episodes = dim_labels.episodes(dim)
     row = Row(method, dim, len(episodes))
-    examples = examples_of(episodes, rubric.input_names)
+    examples = episode_examples(episodes, rubric.input_names)
 
     def judge() -> RubricJudge:
         return RubricJudge(rubric, lm=lm, k=K, demo_input_tokens=DEMO_INPUT_TOKENS,
@@ -344,16 +332,12 @@ def setup(train: int | None, budget: float) -> tuple[dict[str, Any], dict[str, A
     import dspy
 
     from judgealign.datasets import load_ml_notebooks
-    from judgealign.evaluation.crossval import assign_folds
     from judgealign.local_lm import DEFAULT_MAX_TOKENS, LlamaCppEngine
 
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     data = load_ml_notebooks()
     labels = data.labels.for_dimensions(DIMS)
-    folds = assign_folds(labels.item_ids, FOLDS, seed=FOLD_SEED, labels=labels)
-    ids = sorted(i for i, f in folds.items() if f != HELD_OUT_FOLD)
-    if train:
-        ids = ids[:: max(1, len(ids) // train)][:train]
+    ids, _ = fold_split(labels, train=train)
     real = LlamaCppEngine(None, use_cache=False)
     name = "local/" + real.model_path.stem
     contexts = []
@@ -377,39 +361,37 @@ def render(rows: list[Row], finish: dict[tuple[str, str], Row], ctx: dict[str, A
            argv: Sequence[str], mode: str, wall: float) -> str:
     per_call = _per_call(rows)
 
-    def to_finish(r: Row) -> tuple[str, str]:
+    def to_finish(r: Row) -> tuple[int, float] | None:
+        """Calls to finish (instant pass) and the estimated seconds; None if not known."""
         f = finish.get((r.method, r.dimension))
         if f is None or f.status == "failed":
-            return "–", f"instant run failed: {f.note}" if f else "not run"
-        rate = r.seconds / r.calls if r.calls else per_call
-        return f"{f.calls:,}", f"{f.calls * rate / 60:.1f}"
+            return None
+        return f.calls, f.calls * (r.seconds / r.calls if r.calls else per_call)
 
     lines = []
     for r in rows:
-        calls, minutes = to_finish(r)
+        est, f = to_finish(r), finish.get((r.method, r.dimension))
+        missing = f"instant run failed: {f.note}" if f else "not run"
         lines.append([r.method, r.dimension, r.train,
                       f"**{r.status}**" if r.status != "finished" else r.status, r.calls,
                       f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}", f"{r.seconds:.1f}",
-                      calls, minutes, r.note.replace("|", "\\|")])
+                      f"{est[0]:,}" if est else "–", f"{est[1] / 60:.1f}" if est else missing,
+                      r.note.replace("|", "\\|")])
     summary = []
     for method in dict.fromkeys(r.method for r in rows):
         mine = [r for r in rows if r.method == method]
-        done = [finish[(r.method, r.dimension)] for r in mine
-                if (r.method, r.dimension) in finish
-                and finish[(r.method, r.dimension)].status != "failed"]
-        est = [int(to_finish(r)[0].replace(",", "")) * (r.seconds / r.calls if r.calls
-                                                         else per_call) for r in mine
-               if to_finish(r)[0] != "–"]
+        ests = [est for r in mine if (est := to_finish(r)) is not None]
         summary.append([method, ", ".join(sorted({r.status for r in mine})),
                         f"{statistics.mean(r.calls for r in mine):.1f}",
                         f"{statistics.mean(r.prompt_tokens + r.completion_tokens for r in mine):,.0f}",  # noqa: E501
                         f"{statistics.mean(r.seconds for r in mine):.1f}",
-                        f"{statistics.mean(f.calls for f in done):,.0f}" if done else "–",
-                        f"{statistics.mean(est) / 60:.1f}" if est else "–", SETTINGS[method]])
+                        f"{statistics.mean(c for c, _ in ests):,.0f}" if ests else "–",
+                        f"{statistics.mean(t for _, t in ests) / 60:.1f}" if ests else "–",
+                        SETTINGS[method]])
     return "\n\n".join([
         f"## Alignment cost per dimension: MemAlign vs DSPy optimizers ({mode})",
         f"Command: `{command_line('benchmarks.optimizer_cost', argv)}` — run took {wall:.0f} s. "
-        f"Fold 0 of `assign_folds(k={FOLDS}, seed={FOLD_SEED})` held out; "
+        f"Fold {HELD_OUT_FOLD} of `assign_folds(k={FOLDS}, seed={FOLD_SEED})` held out; "
         f"{len(ctx['train_ids'])} training notebooks of the other folds, the same for every "
         f"method. Same LM (embedded SmolLM2-135M, greedy, answer cache off), k={K} demos "
         f"(each cut to {DEMO_INPUT_TOKENS} tokens), notebooks cut to {ITEM_TOKENS} tokens. "

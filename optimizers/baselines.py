@@ -261,12 +261,7 @@ class FewShotBaseline(Teleprompter):
     # --- per dimension --------------------------------------------------------------------
 
     def _examples(self, judge: RubricJudge, episodes: Sequence[Episode]) -> list[dspy.Example]:
-        names = judge.rubric.input_names
-        examples = [dspy.Example(**{n: e.inputs.get(n, "") for n in names},
-                                 score=format_score(e.score),
-                                 rationale=e.rationale or "(no rationale given)",
-                                 item_id=e.item_id).with_inputs(*names)
-                    for e in episodes]
+        examples = episode_examples(episodes, judge.rubric.input_names)
         random.Random(self.seed).shuffle(examples)
         return examples
 
@@ -306,6 +301,18 @@ class FewShotBaseline(Teleprompter):
         return accepted + labelled
 
 
+def episode_examples(episodes: Iterable[Episode], input_names: Sequence[str]
+                     ) -> list[dspy.Example]:
+    """Labelled episodes as the ``dspy.Example`` trainset a DSPy optimizer takes: the item's
+    inputs (marked as inputs), the expert ``score`` as a level string, the ``rationale`` and
+    the ``item_id``."""
+    return [dspy.Example(**{n: e.inputs.get(n, "") for n in input_names},
+                         score=format_score(e.score),
+                         rationale=e.rationale or "(no rationale given)",
+                         item_id=e.item_id).with_inputs(*input_names)
+            for e in episodes]
+
+
 def _student(judge: RubricJudge, dim: str) -> DimensionJudge:
     """A fresh copy of one dimension's judge without memory, for a DSPy optimizer to compile
     (DSPy resets its predictor's LM, so the caller runs it under ``dspy.context(lm=...)``)."""
@@ -338,4 +345,4 @@ class _AllNeighbours:
 
 
 __all__ = ["FEWSHOT_BASELINES", "UNSUPPORTED_BASELINES", "BaselineReport", "DemoSet",
-           "FewShotBaseline", "UnsupportedBaseline", "unsupported_reason"]
+           "FewShotBaseline", "UnsupportedBaseline", "episode_examples", "unsupported_reason"]
