@@ -5,12 +5,12 @@ Run from the repository root::
     python -m benchmarks.align_notebooks            # 40 labelled notebooks (about 15 min)
     python -m benchmarks.align_notebooks --quick    # 12 notebooks (under 10 min)
 
-MemAlign compiles ``ml_notebook.judge()`` on the first N notebooks of the bundled set with the
-embedded SmolLM2-135M as judge and reflection LM, both memories on, the embedded model's answer
-cache off (every call is paid for). It reports, per dimension, the reflection calls, tokens and
-seconds, how many guidelines the reflection LM proposed and how many the grounding filter kept
-or rejected (with the reasons), and quotes guidelines verbatim. The compiled judge is saved
-(``--out``) so ``judgealign memory show`` can list the same guidelines.
+MemAlign compiles ``RubricJudge(ml_notebook.RUBRIC)`` on the first N notebooks of the bundled
+set with the embedded SmolLM2-135M as judge and reflection LM, both memories on, the embedded
+model's answer cache off (every call is paid for). It reports, per dimension, the reflection
+calls, tokens and seconds, how many guidelines the reflection LM proposed and how many the
+grounding filter kept or rejected (with the reasons), and quotes guidelines verbatim. The
+compiled judge is saved (``--out``) so ``judgealign memory show`` can list the same guidelines.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def run(items: int, out: Path) -> dict:
     from judgealign.datasets import load_ml_notebooks
     from judgealign.lm import build_lm
     from judgealign.optimizers.memalign import MemAlign
+    from judgealign.program import RubricJudge
     from judgealign.signatures import ml_notebook
 
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
@@ -64,7 +65,7 @@ def run(items: int, out: Path) -> dict:
     optimizer = MemAlign(reflection_lm=lm, batch_examples=BATCH_EXAMPLES,
                          demo_input_tokens=DEMO_INPUT_TOKENS, progress=True)
     start = time.perf_counter()
-    judge = optimizer.compile(ml_notebook.judge(lm=lm), trainset=labels)
+    judge = optimizer.compile(RubricJudge(ml_notebook.RUBRIC, lm=lm), trainset=labels)
     wall = time.perf_counter() - start
     judge.save(out / "judge")
     kept = [(dim, g) for dim, j in judge.judges.items() for g in j.guidelines]

@@ -6,11 +6,13 @@ Run from the repository root::
     python -m benchmarks.cv_overhead --quick    # 3 dimensions x 24 notebooks, 1,000 resamples
 
 ``cross_validate`` runs exactly as ``judgealign cv`` does (baseline, memalign, semantic-only,
-episodic-only; folds, alignment, judging, bootstrap, report files), but the judge and reflection
-LM are a scripted engine that answers at once, so what is timed is judgealign itself: prompt
-building and fitting, embedding, Chroma, grounding, bookkeeping, analysis and the report.
-The scripted judge copies the score of the first demo in its prompt (else answers "2"); the
-scripted reflection LM proposes one guideline per batch, quoting the first example's rationale.
+episodic-only, the constant and neighbours reference predictors; folds aligned through
+``judgealign.build`` with the default settings, judging, bootstrap, report files), but the judge
+and reflection LM are a scripted engine that answers at once, so what is timed is judgealign
+itself: prompt building and fitting, embedding, Chroma, grounding, validation, bookkeeping,
+analysis and the report. The scripted judge copies the score of the first demo in its prompt
+(else answers "2"); the scripted reflection LM proposes one guideline per batch quoting the
+first example's rationale (per-example calls: that example's rationale).
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ QUICK = {"dims": ("data_imputation", "model_training", "metrics_evaluation"), "l
 
 
 def respond(prompt: str) -> dict[str, Any]:
-    if "existing_guidelines" in prompt:  # the reflection LM (an input only it has)
+    if "existing_guidelines" in prompt:  # cited reflection (an input only it has)
         found = re.search(r"\[(E\d+)\] expert score: \S+\nexpert rationale: ([^\n]*)", prompt)
         if not found:
             return {"guidelines": []}
         return {"guidelines": [{"text": found.group(2)[:200], "sources": [found.group(1)]}]}
+    if "`guideline`" in prompt:  # per-example reflection: one rule, sources implicit
+        found = re.search(r"expert rationale: ([^\n]*)", prompt)
+        return {"guideline": found.group(1)[:200] if found else "Follow the rubric."}
     demo = re.search(r'"score": "(\d|N/A)"', prompt)
     return {"score": demo.group(1) if demo else "2", "rationale": "scripted"}
 
@@ -59,8 +64,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import dspy
 
+    from judgealign.config import Settings
     from judgealign.datasets import load_ml_notebooks
     from judgealign.evaluation.crossval import cross_validate
+    from judgealign.evaluation.options import CVOptions
     from judgealign.evaluation.report import write_report
     from judgealign.testing import scripted_lm
 
@@ -69,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     lm = scripted_lm(respond, name="scripted/instant")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = cross_validate(data.rubric, data.labels, variants=VARIANTS, folds=4, seed=0,
-                                lm=lm, dimensions=mode["dims"], limit=mode["limit"],
-                                n_bootstrap=mode["n_bootstrap"], progress=False,
-                                checkpoint_dir=Path(tmp) / "ckpt")
+        options = CVOptions(variants=VARIANTS, folds=4, seed=0, dimensions=mode["dims"],
+                            limit=mode["limit"], n_bootstrap=mode["n_bootstrap"],
+                            progress=False, checkpoint_dir=Path(tmp) / "ckpt")
+        result = cross_validate(data.rubric, data.labels, Settings(), options, lm=lm)
         cv_s = time.perf_counter() - start
         start = time.perf_counter()
         write_report(result, Path(tmp) / "report")
@@ -91,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"## Evaluation engine: a full `cv` with an instant scripted LM ({mode_name} mode)",
         f"Command: `{command_line('benchmarks.cv_overhead', argv)}` — bundled notebook data, "
         f"{len(dims)} dimensions × first {mode['limit']} notebooks, K=4, variants "
-        f"{', '.join(VARIANTS)}, {mode['n_bootstrap']:,} bootstrap resamples. The LM answers "
-        "instantly, so every second here is judgealign's own overhead.",
+        f"{', '.join(VARIANTS)} and the reference predictors, default settings, "
+        f"{mode['n_bootstrap']:,} bootstrap resamples. The LM answers instantly, so every "
+        "second here is judgealign's own overhead.",
         table(["what", "figure"], rows),
         machine_markdown(lm="scripted (judgealign.testing.scripted_lm), instant"),
     ])

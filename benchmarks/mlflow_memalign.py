@@ -714,15 +714,16 @@ def render(split: Split, ours: Ours, theirs: Theirs, servers: dict[str, LlamaSer
             lat = [p[2] for p in preds.values()]
             calls = [p for p in preds.values()]
             rows.append((f"`{dim}`", name,
-                         f"**{_fmt(agr.mae)}** ({agr.n_scored} scored"
+                         f"**{_fmt(agr.mae_scored)}** ({agr.n_scored} scored"
                          + (", this system only)" if own else ")"),
                          _fmt(agr.exact) if agr else "–",
                          f"{sum(p[1] for p in calls)}/{len(calls)}",
                          f"{statistics.median(lat):.1f} / {max(lat):.1f} s",
                          agr.n_na_confusion if agr else "–"))
     out += ["### Held-out judgments", "",
-            "MAE and exact agreement on the held-out items judged by both systems (failed "
-            "judgments excluded, N/A conventions of `judgealign.evaluation.metrics`).", "",
+            "MAE over the scored judgments (`mae_scored`: failed judgments excluded and "
+            "counted in their own column; the headline `mae` of `judgealign cv` charges them) "
+            "and exact agreement, on the held-out items judged by both systems.", "",
             table(["dimension", "system", "MAE", "exact agreement", "failed",
                    "latency per judgment (median / max)", "N/A confusions"], rows), ""]
     rows = []

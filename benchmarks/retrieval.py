@@ -181,11 +181,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 def time_lookups(memory, queries: list[dict[str, str]]) -> dict[str, list[float]]:
     """Seconds per ``retrieve`` call, and per component (embed, Chroma query) separately."""
     embedder = memory.embedder
-    index = memory._index()  # noqa: SLF001 - the benchmark times the component directly
+    collection = memory._ensure_store().collection  # noqa: SLF001 - timed directly below
     for n in range(WARMUP_QUERIES):
         memory.retrieve(queries[n % len(queries)], dimension=DIMENSIONS[n % 9], k=K)
-    total, embed, query, scan = [], [], [], []
-    from judgealign.memory.episodic import item_text
+    total, embed, query = [], [], []
+    from judgealign.memory.records import item_text
 
     for n, inputs in enumerate(queries):
         dim = DIMENSIONS[n % len(DIMENSIONS)]
@@ -197,13 +197,10 @@ def time_lookups(memory, queries: list[dict[str, str]]) -> dict[str, list[float]
         vec = embedder.embed([item_text(inputs)])[0]
         embed.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        index.query(query_embeddings=[vec.tolist()], n_results=K, where={"dimension": dim},
-                    include=["distances"])
+        collection.query(query_embeddings=[vec], n_results=K, where={"dimension": dim},
+                         include=["distances"])
         query.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()  # the O(n) count retrieve did before it kept counts
-        sum(1 for e in memory._episodes.values() if e.dimension == dim)  # noqa: SLF001
-        scan.append(time.perf_counter() - t0)
-    return {"retrieve": total, "embed": embed, "chroma": query, "scan": scan}
+    return {"retrieve": total, "embed": embed, "chroma": query}
 
 
 class TimedEmbedder:
@@ -232,7 +229,7 @@ def run(quick: bool, *, seed: int = 0) -> dict:
     rss_start, _ = rss_mib()
     embedder = TimedEmbedder(HashingEmbedder())
     memory = EpisodicMemory(embedder)
-    memory._index()  # noqa: SLF001 - create the (empty) Chroma collection: inserts then upsert
+    memory._ensure_store()  # noqa: SLF001 - create the empty collection: inserts then upsert
     rss_empty, _ = rss_mib()
     queries = [{"notebook": pseudo_notebook(10_000_000 + n, seed)} for n in range(cfg["queries"])]
     rows = []
@@ -284,12 +281,11 @@ def render(result: dict, *, quick: bool, argv: Sequence[str], seconds: float) ->
            "from one size to the next.", ""]
     out.append(table(
         ["episodes", "retrieve p50 (ms)", "retrieve p95 (ms)", "embed p50 (ms)",
-         "Chroma query p50 / p95 (ms)", "old O(n) count scan p50 (ms), not in retrieve",
+         "Chroma query p50 / p95 (ms)",
          "insert (episodes/s; share embedding)", "RSS (MiB)",
          "RSS growth since empty memory (MiB)"],
         [(f"{r['size']:,}", f"{r['retrieve_p50']:.2f}", f"{r['retrieve_p95']:.2f}",
           f"{r['embed_p50']:.2f}", f"{r['chroma_p50']:.2f} / {r['chroma_p95']:.2f}",
-          f"{r['scan_p50']:.2f}",
           f"{r['insert_rate']:,.0f} ({r['insert_embed_share']:.0%})", f"{r['rss_mib']:,.0f}",
           f"{r['rss_mib'] - base:,.0f}")
          for r in rows]))
@@ -317,13 +313,9 @@ def growth_text(rows: list[dict], base: float) -> str:
             f"(×{factor:,.0f}) the median lookup grows ×{lat:.2f} "
             f"({first['retrieve_p50']:.2f} → {last['retrieve_p50']:.2f} ms) and the Chroma query "
             f"alone ×{chroma:.2f}. The query embedding (~{last['embed_p50']:.1f} ms) does not "
-            f"depend on the memory size. `retrieve` reads a kept per-dimension count; the Python "
-            f"loop over all episodes it used before (timed separately, not part of the lookup) "
-            f"cost {first['scan_p50']:.3f} ms at {first['size']:,} and "
-            f"{last['scan_p50']:.2f} ms at {last['size']:,}. Memory grows "
-            f"roughly linearly: "
-            f"{per_ep_text} (each episode holds a 2,048-float32 vector in Python = 8 KiB, "
-            "the same vector plus metadata in Chroma's index, and its 1–3 KB text). Inserting "
+            f"depend on the memory size. Memory grows roughly linearly: "
+            f"{per_ep_text} (each episode's 2,048-float32 vector lives only in Chroma's index, "
+            "with its metadata; Python keeps the episode's record and its 1–3 KB text). Inserting "
             f"runs at {last['insert_rate']:,.0f} episodes/s at the largest size, "
             f"{last['insert_embed_share']:.0%} of it in the embedder, the rest in Chroma's "
             "upsert.")
@@ -335,7 +327,11 @@ def main(argv: Sequence[str] | None = None) -> str:
                         help="skip 100,000 episodes and time fewer lookups (< 10 min)")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", help="comma-separated memory sizes (default: the mode's)")
     args = parser.parse_args(argv)
+    if args.sizes:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+        FULL["sizes"] = QUICK["sizes"] = sizes
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     result = run(args.quick, seed=args.seed)

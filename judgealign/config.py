@@ -4,19 +4,36 @@
 variables are ``JUDGEALIGN_<SECTION>__<FIELD>`` (``JUDGEALIGN_LM__MODEL=openai/gpt-4.1-mini``).
 Secrets never live in the settings: an LM names the environment variable that holds its key
 (``api_key_env``), so nothing that serialises settings can leak a key.
+
+The layering is pydantic-settings' (:func:`load_config`); the sections are plain pydantic models,
+so a new section is one class and one field of :class:`Settings`, and files, environment and
+overrides reach it with no further code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from judgealign.errors import ConfigError
+from judgealign.textfiles import checked_path, read_text, shown
 
 CONFIG_FILENAME = "judgealign.toml"
 ENV_PREFIX = "JUDGEALIGN_"
@@ -74,6 +91,13 @@ class EmbedderSettings(_Section):
     api_base: str | None = None
     api_key_env: str | None = None
 
+    @model_validator(mode="after")
+    def _model_named(self) -> EmbedderSettings:
+        # Caught here, where the setting is read, not when the first item is embedded.
+        if self.kind != "hashing" and not (self.model or "").strip():
+            raise ValueError(f"kind = {self.kind!r} needs model (a local path or a model name)")
+        return self
+
 
 class MemorySettings(_Section):
     """MemAlign's two memories and the prompt budget they share."""
@@ -91,8 +115,18 @@ class MemorySettings(_Section):
                                    description="Budget of each demo's item text (tokens).")
     item_tokens: int | None = Field(default=None, ge=64,
                                     description="Budget of the judged item; None: what is left.")
-    validate_guidelines: bool = False
-    validation_budget: int = Field(default=40, ge=0, description="LM calls for validation.")
+    # --- reflection modes and validation (issue 14; see MemAlign's docstring) ---
+    reflection: Literal["auto", "cited", "per-example", "extractive"] = Field(
+        default="auto", description="How guidelines are made; auto: cited, else per-example, "
+                                    "else extractive.")
+    max_reflection_calls: int = Field(default=12, ge=0,
+                                      description="Per-example reflection calls per dimension.")
+    validate_guidelines: bool = Field(default=True,
+                                      description="Check new guidelines on held-out examples.")
+    validation_budget: int = Field(default=12, ge=0,
+                                   description="Judge calls for validation per dimension.")
+    validation_items: int = Field(default=3, ge=1,
+                                  description="Held-out examples each guideline is judged on.")
 
 
 class TrackingSettings(_Section):
@@ -103,6 +137,26 @@ class TrackingSettings(_Section):
     experiment: str = "judgealign"
 
 
+class ScoringSettings(_Section):
+    """How a judgment is asked, and how its score is chosen.
+
+    ``layout``: ``item-first`` (default) puts the item first, fenced as data and shared by
+    every dimension's prompt (the embedded model reads it once per item; prompt caches apply;
+    text in it that poses as instructions or prompt markers is neutralised); ``classic`` is
+    DSPy's JSONAdapter layout (instructions first, the item last and unfenced), kept for
+    comparison. See :mod:`judgealign.adapter`.
+
+    ``policy`` (see :mod:`judgealign.calibration`): ``calibrated`` (default) -- MemAlign fits
+    a calibration per dimension on the training labels and the judge scores with it (with no
+    calibration: as ``expected``); ``expected`` -- the level nearest the probability-weighted
+    mean of the level probabilities (N/A when it has more than half the mass); ``sampled`` --
+    the level the LM wrote.
+    """
+
+    layout: Literal["item-first", "classic"] = "item-first"
+    policy: Literal["sampled", "expected", "calibrated"] = "calibrated"
+
+
 class Settings(_Section):
     """All of judgealign's settings; ``reflection_lm`` defaults to ``lm``."""
 
@@ -111,6 +165,7 @@ class Settings(_Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
     @property
     def reflection(self) -> LMSettings:
@@ -125,63 +180,174 @@ def load_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
                 environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from a TOML file, the environment and explicit overrides.
 
+    Layers, lowest first: defaults < the TOML file < environment < ``overrides``; nested
+    sections merge key by key. The layering is pydantic-settings' (a ``BaseSettings`` with
+    three sources); judgealign adds messages that name the field and where its value came
+    from (the file's path, the environment variable, or "overrides").
+
     Parameters
     ----------
     path
-        A TOML file. ``None`` uses ``./judgealign.toml`` when it exists.
+        A TOML file. ``None`` uses ``./judgealign.toml`` when it exists. UTF-8, a byte-order
+        mark is accepted.
     overrides
-        Nested values from flags or code, e.g. ``{"lm": {"model": "openai/gpt-4.1-mini"}}``;
-        they win over everything else.
+        Nested values from flags or code, e.g. ``{"lm": {"model": "openai/gpt-4.1-mini"}}``, or
+        dotted keys (``{"lm.model": ...}``); ``None`` values are dropped (a flag not given).
+        They win over everything else.
     environ
-        The environment to read (default ``os.environ``).
+        The environment to read (default ``os.environ``): ``JUDGEALIGN_<SECTION>__<FIELD>``,
+        names in any case; a whole section may also be given as JSON
+        (``JUDGEALIGN_LM='{"model": "openai/x"}'``).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, unreadable or not TOML; a value is invalid (every invalid field
+        is listed with its source); an environment variable names no section.
     """
-    file_path = Path(path) if path is not None else Path.cwd() / CONFIG_FILENAME
-    if path is not None and not file_path.is_file():
-        raise ConfigError(f"config file not found: {file_path}")
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if file_path.is_file():
-        layers.append((str(file_path), _read_toml(file_path)))
-    layers.append(("environment", _from_env(os.environ if environ is None else environ)))
-    layers.append(("overrides", _nested(dict(overrides or {}))))
-    merged: dict[str, Any] = {}
-    for _, data in layers:
-        merged = _deep_merge(merged, data)
+    if path is not None:
+        file_path: Path | None = checked_path(path, error=ConfigError, what="config file")
+        if file_path.is_dir():
+            raise ConfigError(f"config file {shown(file_path)} is a folder, not a file")
+        if not file_path.is_file():
+            raise ConfigError(f"config file not found: {shown(file_path)}")
+    else:
+        default = Path.cwd() / CONFIG_FILENAME
+        file_path = default if default.is_file() else None
+    env = os.environ if environ is None else environ
+    _check_environment(env)
+    request = _Request(file=file_path, environ=env, overrides=_nested(dict(overrides or {})))
+    token = _REQUEST.set(request)
     try:
-        return Settings.model_validate(merged)
+        layered = _Layered()
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, layers)) from None
+        raise ConfigError(_describe(exc, [(name, source()) for name, source
+                                          in reversed(request.sources)])) from None
+    except SettingsError as exc:  # a section given as JSON that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + found.group(1).upper() if found else "an environment variable"
+        raise ConfigError(f"invalid configuration: {name}: a whole section must be a JSON "
+                          "object, or set its fields one by one "
+                          f"({ENV_PREFIX}<SECTION>__<FIELD>) (from environment)") from None
+    finally:
+        _REQUEST.reset(token)
+    # A plain Settings, equal to one built in code: the loader class stays an implementation
+    # detail (its sections are reused as they are, already validated).
+    return Settings.model_validate(dict(layered))
+
+
+# --- layering with pydantic-settings ---------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    """One ``load_config`` call's inputs, handed to the settings sources through a ContextVar
+    (``settings_customise_sources`` is a classmethod and receives no call arguments)."""
+
+    file: Path | None
+    environ: Mapping[str, str]
+    overrides: dict[str, Any]
+    sources: list[tuple[str, PydanticBaseSettingsSource]] = field(default_factory=list)
+
+
+_REQUEST: ContextVar[_Request] = ContextVar("judgealign_load_config")
+
+
+class _TomlFile(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source reading through judgealign's checked reader."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        return _read_toml(file_path)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {(key if self.case_sensitive else key.lower()): value
+                for key, value in self._environ.items()
+                if not (self.env_ignore_empty and value == "")}
+
+
+class _Layered(Settings, BaseSettings):
+    """:class:`Settings` with pydantic-settings' sources; used only inside ``load_config``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      case_sensitive=False, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: overrides > environment > file (> the fields' defaults).
+        request = _REQUEST.get()
+        request.sources = [("overrides", InitSettingsSource(settings_cls, request.overrides)),
+                           ("environment", _Environment(settings_cls, request.environ))]
+        if request.file is not None:
+            request.sources.append((str(request.file), _TomlFile(settings_cls, request.file)))
+        return tuple(source for _, source in request.sources)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    text = read_text(path, error=ConfigError, what="config file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"malformed config file {path}: {exc}") from None
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"malformed config file {shown(path)}: nested too deeply") from None
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a 5,000-digit integer
+        raise ConfigError(f"malformed config file {shown(path)}: {exc}") from None
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Problems pydantic-settings would pass over: ``JUDGEALIGN_<SECTION>__<FIELD>`` naming
+    no section (a typo; pydantic-settings reads only the variables of known fields), and a
+    settings variable whose value is not text (bytes that were not UTF-8 arrive as lone
+    surrogates). Other ``JUDGEALIGN_*`` variables (``JUDGEALIGN_DEBUG``) are not settings."""
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or "__" not in key:
+        if not key.upper().startswith(ENV_PREFIX):
             continue
-        section, _, field = key[len(ENV_PREFIX):].lower().partition("__")
-        data.setdefault(section, {})[field] = value
-    return data
+        section, nested, _ = key[len(ENV_PREFIX):].lower().partition("__")
+        if nested and section not in Settings.model_fields:
+            raise ConfigError(f"{key}: no settings section {section!r} (sections: "
+                              f"{', '.join(Settings.model_fields)}) (from environment)")
+        if section not in Settings.model_fields:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: the value must be text, got {type(value).__name__} "
+                              "(from environment)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{key}: the value is not UTF-8 text (from environment)") from None
 
 
-def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
+def _nested(overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Accept dotted keys (``"lm.model"``) beside nested dicts; drop ``None`` (flag not given)."""
     out: dict[str, Any] = {}
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, dict):
-            value = _nested(value)
+        key = str(key)
+        if isinstance(value, Mapping):
+            value = _nested(dict(value), f"{where}{key}.")
         parts = key.split(".")
         target = out
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = value
+            if not isinstance(target, dict):
+                raise ConfigError(f"overrides: {where}{part} is given both as a value and as a "
+                                  "section")
+        if isinstance(target.get(parts[-1]), dict) and isinstance(value, dict):
+            target[parts[-1]] = _deep_merge(target[parts[-1]], value)
+        else:
+            target[parts[-1]] = value
     return out
 
 
@@ -195,11 +361,12 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]) -> str:
+def _describe(exc: ValidationError, layers: list[tuple[str, Any]]) -> str:
+    """Every invalid field with the layer its value came from (``layers``: highest first)."""
     problems = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        source = next((name for name, data in reversed(layers) if _has_path(data, loc)), None)
+        source = next((name for name, data in layers if _has_path(data, loc)), None)
         where = ".".join(loc) or "(top level)"
         if source == "environment":
             where = ENV_PREFIX + "__".join(p.upper() for p in loc)
@@ -209,7 +376,7 @@ def _describe(exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]) ->
 
 def _has_path(data: Any, loc: list[str]) -> bool:
     for part in loc:
-        if not isinstance(data, dict) or part not in data:
+        if not isinstance(data, Mapping) or part not in data:
             return False
         data = data[part]
     return True

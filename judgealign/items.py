@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from judgealign.errors import ItemError
+from judgealign.textfiles import JSON_ERRORS, describe_json_error, read_text, shown
 
 TokenCounter = Callable[[str], int]
 TRUNCATION_MARKER = "[... {n} characters cut to fit the judge's context ...]"
@@ -50,44 +51,92 @@ def truncate(text: str, max_tokens: int, count: TokenCounter = estimate_tokens) 
 
 def render_notebook(data: Mapping[str, Any], *, source: str = "<notebook>",
                     include_outputs: bool = True, output_chars: int = 300) -> str:
-    """Render nbformat-4 JSON as text with ``# [cell N, kind]`` markers (cells count from 1)."""
+    """Render nbformat-4 JSON as text with ``# [cell N, kind]`` markers (cells count from 1).
+
+    Raises :class:`ItemError` naming ``source`` and the cell when the JSON is not shaped like a
+    notebook: ``cells`` not a list, a cell without a text ``cell_type``, a ``source`` that is
+    neither text nor a list of text, ``outputs`` that are not a list of objects, an output's
+    ``text`` or ``data`` of the wrong type. Nothing is skipped silently.
+    """
     cells = data.get("cells") if isinstance(data, Mapping) else None
     if not isinstance(cells, list):
         raise ItemError(f"{source}: not a Jupyter notebook (no 'cells' list)")
     parts: list[str] = []
     for number, cell in enumerate(cells, start=1):
+        where = f"{source}: cell {number}"
         if not isinstance(cell, Mapping) or "cell_type" not in cell:
-            raise ItemError(f"{source}: cell {number} has no 'cell_type'")
+            raise ItemError(f"{where} has no 'cell_type'")
         kind = cell["cell_type"]
-        body = _joined(cell.get("source", ""))
+        if not isinstance(kind, str) or not kind.strip():
+            raise ItemError(f"{where}: 'cell_type' must be text, got {_kind_of(kind)}")
+        body = _joined(cell.get("source", ""), f"{where}: 'source'")
         parts.append(f"# [cell {number}, {kind}]\n{body.rstrip()}")
         if include_outputs and kind == "code":
-            shown = _outputs_text(cell.get("outputs") or [])
-            if shown:
-                if len(shown) > output_chars:
-                    shown = shown[:output_chars] + " ..."
-                parts.append(f"# [cell {number}, output]\n{shown.rstrip()}")
+            outputs = cell.get("outputs")
+            if outputs is None:
+                outputs = []
+            if not isinstance(outputs, list):
+                raise ItemError(f"{where}: 'outputs' must be a list, got {_kind_of(outputs)}")
+            printed = _outputs_text(outputs, where)
+            if printed:
+                if len(printed) > output_chars:
+                    printed = printed[:output_chars] + " ..."
+                parts.append(f"# [cell {number}, output]\n{printed.rstrip()}")
     return "\n\n".join(parts)
 
 
-def _joined(source: Any) -> str:
-    return "".join(source) if isinstance(source, list) else str(source or "")
+def _kind_of(value: Any) -> str:
+    """A short description of a JSON value for messages (never the whole value)."""
+    names = {dict: "an object", list: "a list", str: "text", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
-def _outputs_text(outputs: list[Any]) -> str:
+def _joined(source: Any, where: str) -> str:
+    """nbformat's multiline text: a string or a list of strings (``None`` is empty)."""
+    if source is None:
+        return ""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list):
+        bad = next((i for i, part in enumerate(source) if not isinstance(part, str)), None)
+        if bad is None:
+            return "".join(source)
+        raise ItemError(f"{where} must be text or a list of text; item {bad + 1} is "
+                        f"{_kind_of(source[bad])}")
+    raise ItemError(f"{where} must be text or a list of text, got {_kind_of(source)}")
+
+
+def _outputs_text(outputs: list[Any], where: str) -> str:
     texts = []
-    for out in outputs:
+    for number, out in enumerate(outputs, start=1):
+        here = f"{where}, output {number}"
         if not isinstance(out, Mapping):
-            continue
-        if out.get("output_type") == "stream":
-            texts.append(_joined(out.get("text", "")))
-        elif out.get("output_type") == "error":
-            texts.append(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}")
+            raise ItemError(f"{here} must be an object, got {_kind_of(out)}")
+        kind = out.get("output_type")
+        if kind == "stream":
+            texts.append(_joined(out.get("text", ""), f"{here}: 'text'"))
+        elif kind == "error":
+            texts.append(f"{_scalar(out.get('ename', 'Error'))}: {_scalar(out.get('evalue', ''))}")
         else:
-            plain = (out.get("data") or {}).get("text/plain")
+            data = out.get("data")
+            if data is None:
+                data = {}
+            if not isinstance(data, Mapping):
+                raise ItemError(f"{here}: 'data' must be an object, got {_kind_of(data)}")
+            plain = data.get("text/plain")
             if plain:
-                texts.append(_joined(plain))
+                texts.append(_joined(plain, f"{here}: 'data.text/plain'"))
     return "\n".join(t.rstrip() for t in texts if t.strip())
+
+
+def _scalar(value: Any) -> str:
+    """An error output's name or value as text; nested JSON is shown as its kind, not dumped."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool):
+        return str(value)
+    return f"<{_kind_of(value)}>"
 
 
 def render_python_script(text: str) -> str:
@@ -104,22 +153,22 @@ def render_python_script(text: str) -> str:
 
 
 def read_item_file(path: str | Path) -> str:
-    """Read a notebook (``.ipynb``), a script (``.py``) or any text file as judge input."""
+    """Read a notebook (``.ipynb``), a script (``.py``) or any text file as judge input.
+
+    The file must be UTF-8 (a byte-order mark is dropped). Every problem (missing file, bad
+    path, other encoding, invalid notebook JSON, a notebook of the wrong shape) raises
+    :class:`ItemError` naming the file, and for notebooks the cell.
+    """
+    text = read_text(path, error=ItemError, what="file")
     path = Path(path)
-    if not path.is_file():
-        raise ItemError(f"file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ItemError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     suffix = path.suffix.lower()
     if suffix == ".ipynb":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ItemError(f"{path}: invalid notebook JSON (line {exc.lineno}, column "
-                            f"{exc.colno}: {exc.msg})") from None
-        return render_notebook(data, source=str(path))
+        except JSON_ERRORS as exc:
+            raise ItemError(f"{shown(path)}: invalid notebook JSON "
+                            f"({describe_json_error(exc)})") from None
+        return render_notebook(data, source=shown(path))
     if suffix == ".py":
         return render_python_script(text)
     return text

@@ -10,8 +10,20 @@ JSONL rows::
      "task": "..."}, "dimension": "data_imputation", "score": 2, "rationale": "...",
      "rater": "alice"}
 
-``inputs`` maps input names to text, or to ``{"path": ...}`` (relative to the label file) for a
-file read like any judged item. Without ``item_id`` the id is a hash of the inputs.
+``inputs`` maps input names to text, or to ``{"path": ...}`` for a file read like any judged
+item (a notebook is rendered with cell markers). Without ``item_id`` the id is a hash of the
+inputs.
+
+Paths of inputs are relative to the label file's folder and must stay inside it, or inside the
+``allowed_root`` the caller names: an absolute path, ``..`` or a symbolic link that leads
+anywhere else (``/etc/hostname``, ``../../secrets``) is an error naming the row, so a label file
+cannot make judgealign read, send to an LM and store files it was not meant to.
+
+Scores are a level of the rubric's scale (an integer, ``2.0`` or ``"2"``) or N/A, written
+``"N/A"`` or ``"NA"`` in any case. Nothing else means N/A: a blank CSV cell, JSON ``null``,
+``""``, ``"none"``, ``"null"``, ``"n.a."`` or ``"not applicable"`` is an error naming the row
+(Python's ``None`` is N/A only in :meth:`LabelSet.from_records`, where it is the library's
+own spelling). Files are UTF-8; a byte-order mark is accepted.
 
 Several raters on one item and dimension are aggregated by :func:`aggregate`: N/A when most
 raters say N/A, otherwise the lower median of the numeric scores (an actual level, never a
@@ -21,6 +33,7 @@ half-step); every rationale is kept.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 import warnings
@@ -31,10 +44,15 @@ from typing import Any
 
 from judgealign.errors import ItemError, LabelError
 from judgealign.items import item_id_for, read_item_file
-from judgealign.memory.episodic import Episode
+from judgealign.memory.records import Episode
 from judgealign.signatures.rubric import Rubric, RubricError, normalize_dimension, parse_score
+from judgealign.textfiles import JSON_ERRORS, checked_path, describe_json_error, read_text, shown
 
 _REQUIRED_KEYS = ("dimension", "score")
+_CSV_META = ("item_id", "dimension", "score", "rationale", "rater")
+# csv's default cell limit is 131,072 characters; a whole notebook pasted into a cell is
+# longer. The file is in memory already, so the limit protects nothing here.
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -70,15 +88,37 @@ class LabelSet:
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], *, rubric: Rubric | None = None,
                      base_dir: str | Path | None = None, source: str = "record",
-                     strict: bool = False) -> LabelSet:
-        """Labels from dicts shaped like the JSONL rows; ``rubric`` validates them too."""
+                     strict: bool = False, allowed_root: str | Path | None = None,
+                     none_is_na: bool = True) -> LabelSet:
+        """Labels from dicts shaped like the JSONL rows; ``rubric`` validates them too.
+
+        Parameters
+        ----------
+        records
+            Row dicts (see the module docstring); each problem is reported as
+            ``"{source} {n}"`` (n counts from 1).
+        rubric
+            When given, every label is validated against it (:meth:`validate`).
+        base_dir
+            Folder that ``{"path": ...}`` inputs are relative to; default: the working
+            directory. Paths must resolve inside it or inside ``allowed_root``.
+        strict
+            Stop at the first bad row instead of listing all of them.
+        allowed_root
+            A second folder that input paths may lead into (symbolic links resolved).
+        none_is_na
+            Whether ``None`` as a score means N/A (default True, the library's N/A). The
+            file loaders pass False: JSON ``null`` is more often a missing value than a verdict.
+        """
         collector = _Problems(strict)
         labels = []
         base = Path(base_dir) if base_dir is not None else Path.cwd()
+        roots = _allowed_roots(base, allowed_root)
         files: dict[Path, str] = {}
         for where, row in _numbered(records, source):
             label = collector.attempt(where, lambda row=row, where=where:
-                                      _parse_row(row, where, base, files))
+                                      _parse_row(row, where, base, files, roots=roots,
+                                                 none_is_na=none_is_na))
             if label is not None:
                 labels.append(label)
         collector.raise_if_any(f"invalid labels in {source}")
@@ -89,44 +129,63 @@ class LabelSet:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, *, rubric: Rubric | None = None,
-                   strict: bool = False) -> LabelSet:
-        path = Path(path)
-        if not path.is_file():
-            raise LabelError(f"label file not found: {path}")
+                   strict: bool = False, allowed_root: str | Path | None = None) -> LabelSet:
+        """Labels from a JSONL file, one JSON object per line (blank lines are skipped).
+
+        ``{"path": ...}`` inputs are relative to the file's folder and must stay inside it or
+        inside ``allowed_root``. Every bad line is reported as ``file:line``; see the module
+        docstring for scores and N/A.
+        """
+        path = checked_path(path, error=LabelError, what="label file")
+        text = read_text(path, error=LabelError, what="label file")
         rows: list[tuple[str, Any]] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        # Lines end at "\n" only: str.splitlines() would also split inside a JSON string at
+        # U+2028, U+0085 or a form feed, and report a valid row as broken.
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
-                rows.append((f"{path}:{number}", _json_row(line)))
+                rows.append((f"{shown(path)}:{number}", _json_row(line)))
         return cls.from_records(_Located(rows), rubric=rubric, base_dir=path.parent,
-                                source=str(path), strict=strict)
+                                source=shown(path), strict=strict, allowed_root=allowed_root,
+                                none_is_na=False)
 
     @classmethod
     def from_csv(cls, path: str | Path, *, rubric: Rubric | None = None,
-                 strict: bool = False) -> LabelSet:
-        """CSV with columns item_id, dimension, score, rationale, rater and one column per
-        input (``notebook``, ...); a cell ``@path/to/file`` is read as a file."""
-        path = Path(path)
-        if not path.is_file():
-            raise LabelError(f"label file not found: {path}")
-        meta = {"item_id", "dimension", "score", "rationale", "rater"}
-        rows = []
-        with path.open(newline="", encoding="utf-8") as fh:
-            for number, rec in enumerate(csv.DictReader(fh), start=2):
-                inputs: dict[str, Any] = {}
-                for key, value in rec.items():
-                    if key is None or key in meta:
-                        continue
-                    if value and value.startswith("@"):
-                        inputs[key] = {"path": value[1:]}
-                    elif value:
-                        inputs[key] = value
-                row = {k: rec.get(k) for k in meta if rec.get(k) not in (None, "")}
-                row["inputs"] = inputs
-                if "score" not in row:
-                    row["score"] = rec.get("score")
-                rows.append((f"{path}:{number}", row))
+                 strict: bool = False, allowed_root: str | Path | None = None) -> LabelSet:
+        """Labels from a CSV file with a header row.
+
+        Columns: ``dimension`` and ``score`` (required), ``item_id``, ``rationale``, ``rater``
+        (optional) and one column per input (``notebook``, ...). A cell ``@path/to/file`` is
+        read as a file (relative to the CSV's folder, inside it or ``allowed_root``); ``@@``
+        starts a text that begins with a literal ``@``. A blank input cell leaves the input
+        out; a blank ``score`` is an error (write ``N/A``). A row with more or fewer cells
+        than the header, duplicate or unnamed columns (names are stripped of surrounding
+        blanks) and a missing required column are errors naming the file and line. Cells may
+        be of any length.
+        """
+        path = checked_path(path, error=LabelError, what="label file")
+        text = read_text(path, error=LabelError, what="label file")
+        where_file = shown(path)
+        rows: list[tuple[str, Any]] = []
+        previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
+        try:
+            reader = csv.reader(io.StringIO(text, newline=""))
+            last_line = 0
+            header: list[str] | None = None
+            for cells in reader:
+                first_line, last_line = last_line + 1, reader.line_num
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                if header is None:
+                    header = _csv_header(cells, f"{where_file}:{first_line}")
+                    continue
+                rows.append((f"{where_file}:{first_line}", _csv_row(header, cells)))
+        except csv.Error as exc:
+            raise LabelError(f"{where_file}:{reader.line_num}: invalid CSV ({exc})") from None
+        finally:
+            csv.field_size_limit(previous)
         return cls.from_records(_Located(rows), rubric=rubric, base_dir=path.parent,
-                                source=str(path), strict=strict)
+                                source=where_file, strict=strict, allowed_root=allowed_root,
+                                none_is_na=False)
 
     @classmethod
     def from_mlflow_traces(cls, traces: Iterable[Any], *, rubric: Rubric,
@@ -305,14 +364,131 @@ class _Unparsed:
     problem: str
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys silently; a row with two scores is ambiguous.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _json_row(line: str) -> Any:
     try:
-        return json.loads(line)
+        return json.loads(line, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        return _Unparsed(f"the key {str(exc)!r} appears twice in one object")
     except json.JSONDecodeError as exc:
         return _Unparsed(f"invalid JSON ({exc.msg} at column {exc.colno})")
+    except JSON_ERRORS as exc:  # a 5,000-digit number, nesting deeper than the stack
+        return _Unparsed(f"invalid JSON ({describe_json_error(exc)})")
 
 
-def _parse_row(row: Any, where: str, base: Path, files: dict[Path, str]) -> Label:
+def _csv_header(cells: list[str], where: str) -> list[str]:
+    """The column names; a malformed header is an error for the whole file."""
+    names = [cell.strip() for cell in cells]
+    unnamed = [str(i) for i, name in enumerate(names, start=1) if not name]
+    if unnamed:
+        raise LabelError(f"{where}: column(s) {', '.join(unnamed)} of the header have no name")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise LabelError(f"{where}: duplicate column(s) {dupes}")
+    missing = [name for name in _REQUIRED_KEYS if name not in names]
+    if missing:
+        raise LabelError(f"{where}: missing column(s) {', '.join(repr(m) for m in missing)} "
+                         f"(header: {', '.join(names)})")
+    return names
+
+
+def _csv_row(header: list[str], cells: list[str]) -> Any:
+    """One CSV row as a JSONL-shaped dict, or :class:`_Unparsed` when its width is wrong."""
+    if len(cells) != len(header):
+        more = "more" if len(cells) > len(header) else "fewer"
+        return _Unparsed(f"{len(cells)} cells, {more} than the {len(header)} columns of the "
+                         "header (quote cells that contain commas)")
+    record = dict(zip(header, cells, strict=True))
+    row: dict[str, Any] = {k: record[k] for k in _CSV_META
+                           if k in record and record[k].strip() != ""}
+    row["score"] = record["score"]  # blank stays blank: an error, never N/A
+    inputs: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in _CSV_META or value == "":
+            continue
+        if value.startswith("@@"):
+            inputs[key] = value[1:]
+        elif value.startswith("@"):
+            inputs[key] = {"path": value[1:]}
+        else:
+            inputs[key] = value
+    row["inputs"] = inputs
+    return row
+
+
+def _allowed_roots(base: Path, allowed_root: str | Path | None) -> tuple[Path, ...]:
+    """The folders input paths may resolve into: ``base`` and ``allowed_root`` (resolved)."""
+    roots = [base]
+    if allowed_root is not None:
+        root = checked_path(allowed_root, error=LabelError, what="allowed root")
+        if not root.is_dir():
+            raise LabelError(f"allowed root {shown(root)} is not a folder")
+        roots.append(root)
+    try:
+        return tuple(dict.fromkeys(r.resolve() for r in roots))
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+        raise LabelError(f"cannot resolve folder {shown(base)}: {exc}") from None
+
+
+def _input_path(value: Mapping[str, Any], base: Path, roots: tuple[Path, ...]) -> Path:
+    """The file a ``{"path": ...}`` input names, resolved, or LabelError when it leaves the
+    allowed folders (symbolic links are followed before the check)."""
+    extra = sorted(str(k) for k in value if k != "path")
+    if extra:
+        raise LabelError(f"{{'path': ...}} takes no other key (got {extra})")
+    raw = value["path"]
+    if not isinstance(raw, str) or not raw.strip():
+        raise LabelError("'path' must be a non-empty file path")
+    try:
+        path = (base / checked_path(raw, error=LabelError, what="input")).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise LabelError(f"cannot resolve path {shown(repr(raw))}: {exc}") from None
+    if not any(path.is_relative_to(root) for root in roots):
+        folders = " or ".join(shown(r) for r in roots)
+        raise LabelError(f"path {shown(repr(raw))} leads outside {folders} (to {shown(path)}); "
+                         "input files must be inside the label file's folder or an allowed "
+                         "root (allowed_root=...)")
+    return path
+
+
+def _text(value: str, what: str) -> str:
+    """``value`` when it is valid Unicode text. JSON's ``"\\ud800"`` escape (a lone surrogate)
+    parses into a str that no UTF-8 encoder, LM client or store accepts later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LabelError(f"{what} is not valid Unicode text (a lone surrogate "
+                         f"{value[exc.start]!r} at character {exc.start + 1})") from None
+    return value
+
+
+def _text_or_int(row: Mapping[str, Any], key: str) -> str | None:
+    """An id-like field (``item_id``, ``rater``) as text; None when absent, null or blank."""
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return _text(value, f"field {key!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
+        return str(value)
+    raise LabelError(f"field {key!r} must be text or an integer, got {type(value).__name__}")
+
+
+def _parse_row(row: Any, where: str, base: Path, files: dict[Path, str], *,
+               roots: tuple[Path, ...], none_is_na: bool = True) -> Label:
     if isinstance(row, _Unparsed):
         raise LabelError(row.problem)
     if not isinstance(row, Mapping):
@@ -326,19 +502,24 @@ def _parse_row(row: Any, where: str, base: Path, files: dict[Path, str]) -> Labe
     inputs: dict[str, str] = {}
     for name, value in raw_inputs.items():
         if isinstance(value, Mapping) and "path" in value:
-            path = (base / str(value["path"])).resolve()
+            try:
+                path = _input_path(value, base, roots)
+            except LabelError as exc:
+                raise LabelError(f"input {str(name)!r}: {exc}") from None
             if path not in files:
                 try:
                     files[path] = read_item_file(path)
                 except ItemError as exc:
-                    raise LabelError(f"input {name!r}: {exc}") from None
+                    raise LabelError(f"input {str(name)!r}: {exc}") from None
             inputs[str(name)] = files[path]
         elif isinstance(value, str):
-            inputs[str(name)] = value
+            inputs[str(name)] = _text(value, f"input {str(name)!r}")
         elif value is None:
             continue
         else:
-            raise LabelError(f"input {name!r} must be text or {{'path': ...}}")
+            raise LabelError(f"input {str(name)!r} must be text or {{'path': ...}}")
+    if row["score"] is None and not none_is_na:
+        raise LabelError("field 'score' is null; write \"N/A\" for not applicable")
     try:
         score = parse_score(row["score"])
     except ValueError as exc:
@@ -346,14 +527,16 @@ def _parse_row(row: Any, where: str, base: Path, files: dict[Path, str]) -> Labe
     dimension = row["dimension"]
     if not isinstance(dimension, str) or not dimension.strip():
         raise LabelError("field 'dimension' must be a non-empty string")
-    rationale = row.get("rationale") or ""
+    rationale = row.get("rationale")
+    if rationale is None:
+        rationale = ""
     if not isinstance(rationale, str):
         raise LabelError("field 'rationale' must be text")
-    item_id = row.get("item_id")
-    item_id = str(item_id) if item_id not in (None, "") else item_id_for(inputs)
-    rater = row.get("rater")
+    _text(dimension, "field 'dimension'")
+    _text(rationale, "field 'rationale'")
+    item_id = _text_or_int(row, "item_id") or item_id_for(inputs)
     return Label(item_id=item_id, inputs=inputs, dimension=normalize_dimension(dimension),
-                 score=score, rationale=rationale, rater=None if rater is None else str(rater),
+                 score=score, rationale=rationale, rater=_text_or_int(row, "rater"),
                  source=where)
 
 

@@ -9,7 +9,10 @@ never 128k, so prompts are cut rather than rejected.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+import warnings
 from functools import cache
 from typing import Any
 
@@ -19,6 +22,7 @@ from judgealign.items import TokenCounter, estimate_tokens
 
 DEFAULT_CONTEXT_WINDOW = 8192
 LOCAL_PREFIX = "local"
+RETRY_TEMPERATURE = 0.7  # a retry samples: a greedy decoder would repeat its failed answer
 
 
 def build_lm(settings: LMSettings) -> Any:
@@ -36,6 +40,11 @@ def build_lm(settings: LMSettings) -> Any:
                               "num_retries": settings.num_retries, "cache": settings.cache}
     if settings.api_base:
         kwargs["api_base"] = settings.api_base
+        # DSPy leaves api_base out of its answer-cache key, so two servers behind one model
+        # name would share answers. rollout_id is DSPy's documented way to keep otherwise
+        # identical requests apart in the cache (it is never sent to the provider): derive it
+        # from the endpoint.
+        kwargs["rollout_id"] = endpoint_namespace(settings.api_base)
     if settings.timeout:
         kwargs["timeout"] = settings.timeout
     if settings.api_key_env:
@@ -48,10 +57,61 @@ def build_lm(settings: LMSettings) -> Any:
         raise ConfigError(f"lm.model {model!r}: expected 'local', 'local:/path/model.gguf' or a "
                           "litellm model string such as 'openai/gpt-4.1-mini'")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
-    lm = dspy.LM(model, **kwargs)
+    with warnings.catch_warnings():
+        # "rollout_id has no effect when temperature=0": ours partitions the cache on purpose.
+        warnings.filterwarnings("ignore", message="rollout_id has no effect")
+        lm = dspy.LM(model, **kwargs)
+    lm._warned_zero_temp_rollout = True
     if settings.context_window:
         lm.judgealign_context_window = settings.context_window
     return lm
+
+
+def endpoint_namespace(api_base: str) -> int:
+    """A stable integer naming an endpoint, used as the base of DSPy's ``rollout_id``."""
+    digest = hashlib.sha256(api_base.strip().rstrip("/").encode("utf-8")).digest()
+    return int.from_bytes(digest[:6], "big") * 1000  # room for retry attempts below it
+
+
+def retry_config(lm: Any, attempt: int) -> dict[str, Any]:
+    """Per-call options of judging attempt ``attempt`` (0-based).
+
+    The first attempt uses the LM as configured. A retry must be a different request:
+    resending the same one returns the same unparseable answer from DSPy's cache, the
+    engine's cache or a greedy decoder. So it gets its own ``rollout_id`` (part of DSPy's
+    cache key), a sampling temperature of at least :data:`RETRY_TEMPERATURE`, and for
+    engines that take one, another seed (part of the embedded engine's cache key).
+    """
+    if attempt <= 0:
+        return {}
+    kwargs = getattr(lm, "kwargs", None) or {}
+    base = kwargs.get("rollout_id") or 0
+    config: dict[str, Any] = {
+        "rollout_id": int(base) + attempt,
+        "temperature": max(float(kwargs.get("temperature") or 0.0), RETRY_TEMPERATURE)}
+    engine = getattr(lm, "engine", None)
+    if "seed" in (getattr(engine, "supported_params", None) or ()):
+        config["seed"] = int(kwargs.get("seed") or 0) + attempt
+    return config
+
+
+_CONFIGURED: dict[str, Any] = {}
+_CONFIGURED_LOCK = threading.Lock()
+
+
+def configured_lm() -> Any:
+    """The LM of judgealign's configuration -- ``[lm]`` of ``./judgealign.toml`` and the
+    ``JUDGEALIGN_LM__*`` environment, else the embedded model -- built once per process and
+    settings. A judge with no LM of its own, used where DSPy has none configured, judges
+    with it."""
+    from judgealign.config import load_config
+
+    settings = load_config().lm
+    key = settings.model_dump_json()
+    with _CONFIGURED_LOCK:
+        if key not in _CONFIGURED:
+            _CONFIGURED[key] = build_lm(settings)
+        return _CONFIGURED[key]
 
 
 def lm_context_window(lm: Any) -> int:
@@ -79,10 +139,32 @@ def _litellm_window(model: str) -> int:
 
 
 def lm_token_counter(lm: Any) -> TokenCounter:
-    """The LM's own tokenizer when it exposes one, else a conservative estimate."""
+    """The LM's own tokenizer: the engine's when it has one (the embedded model counts
+    exactly), else litellm's counter for the model (tiktoken or the provider's tokenizer,
+    bundled with litellm), else a conservative estimate."""
     engine = getattr(lm, "engine", None)
     counter = getattr(engine, "count_tokens", None)
-    return counter if callable(counter) else estimate_tokens
+    if callable(counter):
+        return counter
+    model = getattr(lm, "model", None)
+    return _litellm_counter(str(model)) if model else estimate_tokens
+
+
+@cache
+def _litellm_counter(model: str) -> TokenCounter:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError:  # pragma: no cover - litellm comes with dspy
+        return estimate_tokens
+
+    def count(text: str) -> int:
+        try:
+            return int(litellm.token_counter(model=model, text=text))
+        except Exception:  # a model litellm has no tokenizer for
+            return estimate_tokens(text)
+
+    return count
 
 
 def lm_is_parallel_safe(lm: Any) -> bool:

@@ -5,6 +5,17 @@ through the installed package (nothing is downloaded). Decoding is greedy and se
 DSPy asks for structured output the answer is constrained by a grammar built from the JSON
 schema, so even a tiny model returns parseable fields. Answers are cached on disk, keyed by
 the model file's hash, the messages and the decoding parameters, so a re-run costs nothing.
+
+Level probabilities: when a call asks for logprobs and its schema declares string enums (a
+judge's ``score``), the engine reads, right after generating, the model's distribution over
+those values at the position where the value starts: the prefix is already in the KV cache,
+so this costs one single-token forward pass, plus one per branching point of a multi-token
+value (``"1"`` vs ``"10"``: is the next token the closing quote or ``0``?). Each value's
+probability is the chain rule over its tokens, renormalised at every step over what the
+grammar allows (the values' next tokens; the closing quote where a value ends): the
+distribution the constrained sampler draws from at temperature 1, before top-k/top-p cuts.
+They are reported as ``Response.logprobs``: one entry per such field, the written value as
+the token and every value as an alternative (whole values, not tokens).
 """
 
 from __future__ import annotations
@@ -13,7 +24,10 @@ import atexit
 import hashlib
 import importlib.util
 import json
+import logging
+import math
 import os
+import re
 import sqlite3
 import threading
 from functools import cache
@@ -30,6 +44,7 @@ _ARRAY_MAX_ITEMS = 5
 # sampling 5-20x slower here; instead a small token budget cuts long strings and the JSON is
 # closed afterwards (see close_json), which keeps the score because it comes first.
 DEFAULT_MAX_TOKENS = 48
+log = logging.getLogger(__name__)
 
 
 def default_model_path() -> Path:
@@ -127,7 +142,8 @@ class LlamaCppEngine:
     """
 
     supports_response_schema = True
-    supported_params = frozenset({"response_format", "temperature", "max_tokens", "seed"})
+    supported_params = frozenset({"response_format", "temperature", "max_tokens", "seed",
+                                  "logprobs", "top_logprobs"})
     parallel_safe = False  # one llama.cpp context: calls are serialised
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int | None = None,
@@ -174,28 +190,67 @@ class LlamaCppEngine:
             params["response_format"] = {"type": "json_object", "schema": schema}
         elif cfg.response_format is not None:
             params["response_format"] = {"type": "json_object"}
-        key = hashlib.sha256(json.dumps([_file_sha256(str(self.model_path)), self._n_ctx,
-                                         messages, params], sort_keys=True).encode()).hexdigest()
+        # Fields whose value distribution is wanted (string enums of the schema, when logprobs
+        # are asked for); they are part of the cache key, so cached answers carry them.
+        levels = _enum_fields(schema) if schema is not None and cfg.logprobs is not None else {}
+        keyed: list[Any] = [_file_sha256(str(self.model_path)), self._n_ctx, messages, params]
+        if levels:
+            keyed.append({"levels": levels})
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
         answer = self._cache.get(key) if self._cache else None
         if answer is None:
+            found: dict[str, dict[str, float]] = {}
             with self._lock:
                 out = self.llama.create_chat_completion(messages=messages, **params)
-            raw = out["choices"][0]["message"].get("content") or ""
+                raw = out["choices"][0]["message"].get("content") or ""
+                if levels:  # now, while the KV cache holds this answer's prefix
+                    found = self._value_logprobs(raw, levels,
+                                                 (out.get("usage") or {}).get("prompt_tokens"))
             text = close_json(raw) if schema is not None else raw
             finish = out["choices"][0].get("finish_reason") or "stop"
             if text != raw:
                 finish = "stop"  # the budget cut a string the schema allowed; it is closed now
             answer = {"text": text, "finish_reason": finish,
                       "usage": out.get("usage") or {}}
+            if levels:
+                answer["levels"] = found
             if self._cache:
                 self._cache.put(key, answer)
         usage = answer["usage"]
         finish = "length" if answer["finish_reason"] == "length" else "stop"
+        logprobs = (_as_token_logprobs(answer.get("levels") or {}, answer["text"])
+                    if levels else None)
         return Response(id=None, model=self.model_path.name,
                         message=Message.assistant([TextPart(answer["text"])]),
                         finish_reason=finish,
                         usage=Usage(input_tokens=usage.get("prompt_tokens"),
-                                    output_tokens=usage.get("completion_tokens")))
+                                    output_tokens=usage.get("completion_tokens")),
+                        logprobs=logprobs)
+
+    # --- level probabilities ------------------------------------------------------------------
+
+    def _value_logprobs(self, raw: str, levels: dict[str, list[str]], n_prompt: Any
+                        ) -> dict[str, dict[str, float]]:
+        """Field -> value -> log probability at the value's position in the answer just
+        generated (call with the lock held, before anything else runs on the model). A field
+        whose position cannot be found is left out (its judgment falls back to the sampled
+        value)."""
+        try:
+            llama = self.llama
+            if not isinstance(n_prompt, int) or n_prompt <= 0:
+                return {}
+            tokens = [int(t) for t in llama.input_ids[: llama.n_tokens]]
+            prompt, generated = tokens[:n_prompt], tokens[n_prompt:]
+            out: dict[str, dict[str, float]] = {}
+            for name, values in levels.items():
+                prefix = _value_prefix(llama, raw, name, prompt, generated)
+                if prefix is not None:
+                    out[name] = _value_distribution(llama, prefix, values,
+                                                    _quote_tokens(str(self.model_path), llama))
+            return out
+        except Exception as exc:  # probabilities are a bonus: never lose the answer to them
+            log.debug("level probabilities not read: %s: %s", type(exc).__name__, exc)
+            return {}
 
     def stream(self, request: Any) -> Any:
         from dspy.lm15 import response_to_events
@@ -204,6 +259,133 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         pass
+
+
+def _enum_fields(schema: Any) -> dict[str, list[str]]:
+    """Top-level properties of a JSON schema that are enums of non-empty strings."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    out: dict[str, list[str]] = {}
+    for name, prop in (props or {}).items():
+        enum = prop.get("enum") if isinstance(prop, dict) else None
+        if (isinstance(enum, list) and len(enum) >= 2
+                and all(isinstance(v, str) and v for v in enum)):
+            out[name] = list(enum)
+    return out
+
+
+def _value_prefix(llama: Any, raw: str, name: str, prompt: list[int], generated: list[int]
+                  ) -> list[int] | None:
+    """The tokens before field ``name``'s value: the prompt, the generated tokens that spell
+    the answer up to the value, and (when the value starts inside a token) the rest of that
+    text tokenized afresh."""
+    text = raw.encode("utf-8")
+    m = re.search(rb'"' + re.escape(name.encode("utf-8")) + rb'"\s*:\s*"', text)
+    if m is None:
+        return None
+    offset = m.end()
+    used, spelled = 0, b""
+    while used < len(generated):
+        more = llama.detokenize(generated[: used + 1])
+        if len(more) > offset or not text.startswith(more):
+            break
+        used, spelled = used + 1, more
+    rest = text[len(spelled):offset]
+    tail = llama.tokenize(rest, add_bos=False, special=False) if rest else []
+    return prompt + generated[:used] + list(tail)
+
+
+def _logits_after(llama: Any, tokens: list[int]) -> Any:
+    """Log-softmax of the model's next-token logits after ``tokens``, evaluating only what the
+    KV cache does not hold already (at least the last token, whose logits are wanted)."""
+    import numpy as np
+
+    cached = llama.input_ids[: llama.n_tokens]
+    common = 0
+    limit = min(len(cached), len(tokens) - 1)
+    while common < limit and int(cached[common]) == tokens[common]:
+        common += 1
+    llama.n_tokens = common
+    llama.eval(tokens[common:])
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),))
+    logits = logits.astype(np.float64)
+    top = logits.max()
+    return logits - top - math.log(float(np.exp(logits - top).sum()))
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _value_distribution(llama: Any, prefix: list[int], values: list[str],
+                        closing: list[int]) -> dict[str, float]:
+    """Value -> log probability after ``prefix``: the chain rule over each value's tokens,
+    renormalised at each step over the allowed next tokens (and the closing quote, whose
+    mass is that of every token starting with ``"``, where a value ends). Steps with one
+    allowed token cost nothing."""
+    seqs = {v: list(llama.tokenize(v.encode("utf-8"), add_bos=False, special=False))
+            for v in values}
+    out: dict[str, float] = {}
+
+    def walk(consumed: list[int], logp: float) -> None:
+        n = len(consumed)
+        children = sorted({seq[n] for seq in seqs.values() if len(seq) > n
+                           and seq[:n] == consumed})
+        ends = [v for v, seq in seqs.items() if seq == consumed]
+        options = len(children) + (1 if ends else 0)
+        if options == 0:
+            return
+        if options == 1:
+            step = {c: 0.0 for c in children}
+            end = 0.0
+        else:
+            lsm = _logits_after(llama, prefix + consumed)
+            raw = {c: float(lsm[c]) for c in children}
+            end = _logsumexp([float(lsm[t]) for t in closing]) if ends else -math.inf
+            norm = _logsumexp([*raw.values(), end])
+            step = {c: lp - norm for c, lp in raw.items()}
+            end -= norm
+        for v in ends:
+            out[v] = logp + end
+        for c in children:
+            walk(consumed + [c], logp + step[c])
+
+    walk([], 0.0)
+    return out
+
+
+_QUOTES: dict[str, list[int]] = {}
+
+
+def _quote_tokens(model: str, llama: Any) -> list[int]:
+    """Ids of the tokens whose text starts with a double quote (a JSON string's end)."""
+    if model not in _QUOTES:
+        _QUOTES[model] = [t for t in range(llama.n_vocab())
+                          if llama.detokenize([t]).startswith(b'"')]
+    return _QUOTES[model]
+
+
+def _as_token_logprobs(levels: dict[str, dict[str, float]], text: str) -> tuple[Any, ...]:
+    """One lm15 ``TokenLogprob`` per field: the written value, every value as an
+    alternative (values with probability 0 are left out)."""
+    from dspy.lm15 import TokenLogprob, TopLogprob
+
+    try:
+        written = json.loads(text)
+    except ValueError:
+        return ()
+    out = []
+    for name, dist in levels.items():
+        value = written.get(name) if isinstance(written, dict) else None
+        finite = {v: lp for v, lp in dist.items() if math.isfinite(lp)}
+        if value not in finite:
+            continue
+        out.append(TokenLogprob(token=value, logprob=finite[value],
+                                top=tuple(TopLogprob(token=v, logprob=lp)
+                                          for v, lp in finite.items())))
+    return tuple(out)
 
 
 def _messages(request: Any) -> list[dict[str, str]]:

@@ -11,16 +11,34 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dspy
 
-from judgealign.errors import ItemError
+from judgealign.adapter import DEFAULT_LAYOUT, adapter_for, check_layout
+from judgealign.calibration import (
+    DEFAULT_POLICY,
+    Calibration,
+    apply_policy,
+    check_policy,
+    judgment_probabilities,
+    level_labels,
+    logprob_request,
+    neighbour_distribution,
+    score_of,
+)
+from judgealign.errors import ArtifactError, ItemError
 from judgealign.items import TokenCounter, estimate_tokens, truncate
-from judgealign.lm import lm_context_window, lm_is_parallel_safe, lm_token_counter
+from judgealign.lm import (
+    configured_lm,
+    lm_context_window,
+    lm_is_parallel_safe,
+    lm_token_counter,
+    retry_config,
+)
 from judgealign.memory.semantic import Guideline, render_guidelines
 from judgealign.signatures.rubric import (
     NA,
@@ -29,12 +47,18 @@ from judgealign.signatures.rubric import (
     format_score,
     instructions_for,
     parse_score,
+    resolve_rubric,
 )
+from judgealign.state import STATE_FORMAT, validate_episode, validate_state
 
 log = logging.getLogger(__name__)
 
 # Adapter instructions, field headers and the answer itself, beyond what we count ourselves.
 _PROMPT_OVERHEAD_TOKENS = 350
+# The item-first layout's scaffolding (data rule, fences, acknowledgement, question) and each
+# fenced, numbered demo cost more; measured with SmolLM2's tokenizer on the ml_notebook
+# rubric: about 455 fixed tokens and 112 per demo, against 300 and 40 for the classic layout.
+_LAYOUT_OVERHEAD_TOKENS = {"classic": (_PROMPT_OVERHEAD_TOKENS, 20), "item-first": (500, 110)}
 _MIN_ITEM_TOKENS = 256
 
 
@@ -44,6 +68,16 @@ class DimensionResult:
 
     ``score`` is a level or ``None`` for N/A; when ``error`` is set the judge failed (after
     retries) and ``score`` is ``None`` too, with the LM's raw answer in ``raw``.
+
+    Judgments are distributions (:mod:`judgealign.calibration`): ``probabilities`` maps every
+    level label (``"1"`` ..., ``"N/A"`` where the dimension allows it) to a probability, summing
+    to 1; ``probabilities_source`` is ``"logprobs"`` (read from the LM's log probabilities at
+    the score position) or ``"sampled"`` (the LM gave none: all mass on the level it wrote).
+    ``policy`` is the score policy that produced ``score`` (``sampled``, ``expected`` or
+    ``calibrated``), ``sampled_score`` the level the LM wrote, ``calibrated`` the calibrated
+    distribution (``calibrated`` policy only) and ``neighbours`` the similarity-weighted label
+    distribution of the retrieved episodes, when the calibration uses it. A failed judgment
+    has none of them.
     """
 
     dimension: str
@@ -52,6 +86,12 @@ class DimensionResult:
     retrieved_ids: list[str] = field(default_factory=list)
     error: str | None = None
     raw: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    probabilities_source: str | None = None
+    policy: str | None = None
+    sampled_score: int | None = None
+    calibrated: dict[str, float] | None = None
+    neighbours: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -99,11 +139,19 @@ class DimensionJudge(dspy.Module):
         local model judges faster on a shorter excerpt.
     max_attempts
         LM calls before an unparseable answer is recorded as a failure.
+    layout
+        The prompt layout (:mod:`judgealign.adapter`): ``"item-first"`` (default; the item
+        first and fenced as data, shared by all dimensions) or ``"classic"`` (DSPy's
+        JSONAdapter: instructions first, the item last and unfenced).
+    policy
+        The score policy (:mod:`judgealign.calibration`): ``"sampled"``, ``"expected"`` or
+        ``"calibrated"`` (default; ``expected`` until MemAlign fits ``calibration``).
     """
 
     def __init__(self, rubric: Rubric, dimension: str, *, k: int = 3,
                  demo_input_tokens: int = 350, item_tokens: int | None = None,
-                 max_attempts: int = 2) -> None:
+                 max_attempts: int = 2, layout: str = DEFAULT_LAYOUT,
+                 policy: str = DEFAULT_POLICY) -> None:
         super().__init__()
         self.rubric = rubric
         self.spec = rubric.dimension(dimension)
@@ -117,6 +165,9 @@ class DimensionJudge(dspy.Module):
         self.demo_input_tokens = demo_input_tokens
         self.item_tokens = item_tokens
         self.max_attempts = max_attempts
+        self.layout = check_layout(layout)
+        self.policy = check_policy(policy)
+        self.calibration: Calibration | None = None  # fitted by MemAlign (calibrated policy)
 
     # --- semantic memory ------------------------------------------------------------------
 
@@ -127,36 +178,89 @@ class DimensionJudge(dspy.Module):
 
     @property
     def instructions(self) -> str:
-        block = render_guidelines(self.guidelines)
-        return f"{self.base_instructions}\n\n{block}" if block else self.base_instructions
+        return _instructions(self.base_instructions, self.guidelines)
 
     # --- judging --------------------------------------------------------------------------
 
-    def forward(self, **inputs: str) -> DimensionResult:
-        lm = dspy.settings.lm if self.predict.lm is None else self.predict.lm
-        if lm is None:
-            raise RuntimeError("no LM configured: pass lm= to the judge or call dspy.configure")
+    def resolve_lm(self) -> Any:
+        """The LM this dimension judges with: its own, else DSPy's configured LM, else the
+        LM of judgealign's configuration (``judgealign.toml``, the environment, else the
+        embedded model)."""
+        return self.predict.lm or dspy.settings.lm or configured_lm()
+
+    def forward(self, *, _vector: Any = None, _exclude: Collection[str] = frozenset(),
+                _collect: bool = False, **inputs: str) -> DimensionResult:
+        """Judge one item. ``_vector``: its retrieval vector when the caller has it;
+        ``_exclude``: item ids whose episodes must not be retrieved (MemAlign's calibration
+        features leave an item's own label out); ``_collect``: fill ``neighbours`` whatever
+        the policy (MemAlign's calibration features)."""
+        lm = self.resolve_lm()
         count = lm_token_counter(lm)
-        demos, retrieved = self._demos(inputs, count)
+        embed = getattr(self.memory, "embed_query", None)  # a few-shot DemoSet has none
+        if _vector is None and embed is not None and self.k > 0:
+            _vector = embed(inputs)  # retrieval and neighbours share it
+        demos, episodes = self._demos(inputs, count, _vector, _exclude)
+        retrieved = [ep.item_id for ep in episodes]
+        neighbours = self._neighbours(episodes, _vector) if (
+            _collect or self._uses_neighbours()) else {}
         inputs, demos = self._fit(inputs, demos, lm, count)
         last_error, raw = "", None
-        for _attempt in range(self.max_attempts):
+        ask = logprob_request(lm)  # level probabilities come from the same call
+        for attempt in range(self.max_attempts):
+            # A retry must be a different request: resending the same one returns the same
+            # unparseable answer from a cache (or from a greedy model).
+            config = {**retry_config(lm, attempt), **ask}
             try:
-                with dspy.context(adapter=dspy.JSONAdapter()):
-                    pred = self.predict(**inputs, demos=demos)
+                with dspy.context(lm=lm, adapter=adapter_for(self.layout, self.rubric)):
+                    pred = self.predict(**inputs, demos=demos, config=config)
                 score = parse_score(pred.score, scale=self.rubric.scale,
                                     allow_na=self.spec.allows_na)
-                return DimensionResult(self.dimension, score, str(pred.rationale or "").strip(),
-                                       retrieved)
+                return self._result(pred, score, retrieved, neighbours)
             except Exception as exc:  # one dimension's failure must never sink the batch
                 last_error = f"{type(exc).__name__}: {exc}"
                 raw = getattr(exc, "lm_response", None) or raw
                 log.debug("dimension %s failed: %s", self.dimension, last_error)
+                if ask and not _is_answer_error(exc):
+                    ask = {}  # a provider that lists logprobs but refuses them: ask no more
         return DimensionResult(self.dimension, None, "", retrieved, error=last_error[:2000],
                                raw=raw)
 
-    def _demos(self, inputs: Mapping[str, str], count: TokenCounter
-               ) -> tuple[list[dspy.Example], list[str]]:
+    def _result(self, pred: Any, score: int | None, retrieved: list[str],
+                neighbours: dict[str, float]) -> DimensionResult:
+        """The verdict on a parsed answer: its level probabilities and the policy's score."""
+        labels = level_labels(self.rubric.scale, self.spec.allows_na)
+        sampled = format_score(score)
+        probs, source = judgment_probabilities(pred.get("logprobs"), labels, sampled)
+        verdict = apply_policy(self.policy, probs, sampled, self.rubric.scale,
+                               self.calibration, neighbours)
+        return DimensionResult(self.dimension, score_of(verdict.label),
+                               str(pred.rationale or "").strip(), retrieved,
+                               probabilities=probs, probabilities_source=source,
+                               policy=verdict.policy, sampled_score=score,
+                               calibrated=verdict.calibrated, neighbours=neighbours)
+
+    def _uses_neighbours(self) -> bool:
+        return (self.policy == "calibrated" and self.calibration is not None
+                and self.calibration.kind == "logistic")
+
+    def _neighbours(self, episodes: Sequence[Any], vector: Any) -> dict[str, float]:
+        """The retrieved episodes' labels weighted by cosine similarity to the item."""
+        from judgealign.memory.records import item_text
+
+        labels = level_labels(self.rubric.scale, self.spec.allows_na)
+        embedder = getattr(self.memory, "embedder", None)
+        if not episodes or vector is None or embedder is None:
+            return neighbour_distribution([ep.score for ep in episodes], [], labels)
+        # The memory's retrieve() does not return its distances: re-embed the few retrieved
+        # items (cheap for the offline hashing embedder) and compare.
+        vectors = embedder.embed([item_text(ep.inputs) for ep in episodes])
+        sims = [float(s) for s in vectors @ vector]
+        return neighbour_distribution([ep.score for ep in episodes], sims, labels)
+
+    def _demos(self, inputs: Mapping[str, str], count: TokenCounter, vector: Any = None,
+               exclude: Collection[str] = frozenset()) -> tuple[list[dspy.Example], list[Any]]:
+        """The call's demos and the episodes they come from (none for an optimizer's stored
+        demos); episodes of items in ``exclude`` are never retrieved."""
         if self.memory is None or self.k <= 0:
             # Demos a DSPy optimizer stored on the predictor still apply, under the same
             # per-demo token budget as retrieved ones (whole notebooks would crowd out the item).
@@ -164,28 +268,40 @@ class DimensionJudge(dspy.Module):
             return [d.copy(**{n: truncate(str(d[n]), self.demo_input_tokens, count)
                               for n in names if d.get(n) is not None})
                     for d in self.predict.demos], []
-        episodes = self.memory.retrieve(inputs, dimension=self.dimension, k=self.k)
+        # Excluded items come first when they are the nearest (identical inputs): ask for as
+        # many more as may be dropped.
+        episodes = self.memory.retrieve(inputs, dimension=self.dimension,
+                                        k=self.k + len(exclude), vector=vector)
+        episodes = [ep for ep in episodes if ep.item_id not in exclude][: self.k]
         demos = []
         for ep in episodes:
             fields = {name: truncate(ep.inputs.get(name, ""), self.demo_input_tokens, count)
                       for name in self.rubric.input_names}
             demos.append(dspy.Example(**fields, score=format_score(ep.score),
                                       rationale=ep.rationale or "(no rationale given)"))
-        return demos, [ep.item_id for ep in episodes]
+        return demos, episodes
 
     def _fit(self, inputs: Mapping[str, str], demos: list[dspy.Example], lm: Any,
              count: TokenCounter) -> tuple[dict[str, str], list[dspy.Example]]:
         """Fit item + instructions + demos into the LM's context, dropping demos last-first."""
         window = lm_context_window(lm)
         max_out = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
-        room = window - max_out - _PROMPT_OVERHEAD_TOKENS - count(self.instructions)
-        demo_cost = [sum(count(str(v)) for v in d.toDict().values()) + 20 for d in demos]
+        fixed, per_demo = _LAYOUT_OVERHEAD_TOKENS[self.layout]
+        room = window - max_out - fixed - count(self.instructions)
+        demo_cost = [sum(count(str(v)) for v in d.toDict().values()) + per_demo for d in demos]
         while demos and room - sum(demo_cost) < _MIN_ITEM_TOKENS:
             demos, demo_cost = demos[:-1], demo_cost[:-1]
         budget = room - sum(demo_cost)
         if self.item_tokens is not None:
             budget = min(budget, self.item_tokens)
         return _fit_fields(dict(inputs), budget, count), demos
+
+
+def _is_answer_error(exc: Exception) -> bool:
+    """True when the call worked but its answer did not parse or was off the scale."""
+    from dspy.utils.exceptions import AdapterParseError
+
+    return isinstance(exc, AdapterParseError | ValueError)
 
 
 def _fit_fields(inputs: dict[str, str], budget: int, count: TokenCounter) -> dict[str, str]:
@@ -205,16 +321,34 @@ class RubricJudge(dspy.Module):
     """A judge of every dimension of a rubric.
 
     Call it with the rubric's inputs (``judge(notebook=text, task=prompt)``) to get a
-    :class:`JudgeResult`; :meth:`batch` judges many items. ``lm`` fixes the LM of every
-    dimension; otherwise DSPy's configured LM is used.
+    :class:`JudgeResult`; :meth:`batch` judges many items.
+
+    Parameters
+    ----------
+    rubric
+        A :class:`Rubric`, a built-in rubric name (``"ml_notebook"``) or a rubric file.
+    lm
+        Fixes the LM of every dimension. ``None``: DSPy's configured LM when there is one,
+        else the LM of judgealign's configuration (``judgealign.toml``, the environment, else
+        the embedded model).
+    k, demo_input_tokens, item_tokens, layout
+        See :class:`DimensionJudge`. Defaults 3, 350, None, ``"item-first"``.
+
+    Its whole state -- guidelines (kept and rejected), per-dimension options, the ledger of
+    distilled examples and the episodic memory's records -- goes through :meth:`dump_state`
+    and :meth:`load_state` (DSPy's protocol, extended); :meth:`save` writes it as a judge
+    directory.
     """
 
-    def __init__(self, rubric: Rubric, *, lm: Any = None, k: int = 3,
-                 demo_input_tokens: int = 350, item_tokens: int | None = None) -> None:
+    def __init__(self, rubric: Rubric | str, *, lm: Any = None, k: int = 3,
+                 demo_input_tokens: int = 350, item_tokens: int | None = None,
+                 layout: str = DEFAULT_LAYOUT, policy: str = DEFAULT_POLICY) -> None:
         super().__init__()
+        rubric = resolve_rubric(rubric)
         self.rubric = rubric
         self.judges = {d.id: DimensionJudge(rubric, d.id, k=k, demo_input_tokens=demo_input_tokens,
-                                            item_tokens=item_tokens)
+                                            item_tokens=item_tokens, layout=layout,
+                                            policy=policy)
                        for d in rubric.dimensions}
         # dspy discovers sub-modules through attributes, not dict values.
         for dim_id, judge in self.judges.items():
@@ -222,21 +356,19 @@ class RubricJudge(dspy.Module):
         self.memory: Any = None
         self.seen: dict[str, str] = {}  # episode id -> content hash, for incremental alignment
         self.report: Any = None
+        self.artifact_sha256: str | None = None  # set when loaded from a saved judge
         if lm is not None:
             self.set_lm(lm)
-
-    @classmethod
-    def from_settings(cls, rubric: Rubric, settings: Any, *, lm: Any = None) -> RubricJudge:
-        """A fresh judge with the memory budgets of ``settings`` and its LM (or ``lm``)."""
-        from judgealign.lm import build_lm
-
-        mem = settings.memory
-        return cls(rubric, lm=lm if lm is not None else build_lm(settings.lm), k=mem.k,
-                   demo_input_tokens=mem.demo_input_tokens, item_tokens=mem.item_tokens)
 
     @property
     def dimensions(self) -> list[str]:
         return list(self.judges)
+
+    @property
+    def layout(self) -> str:
+        """The prompt layout: ``"classic"`` only when every dimension uses it."""
+        layouts = {j.layout for j in self.judges.values()}
+        return "classic" if layouts == {"classic"} else DEFAULT_LAYOUT
 
     def attach_memory(self, memory: Any) -> None:
         """Share one episodic memory between all dimensions (``None`` detaches it)."""
@@ -244,11 +376,21 @@ class RubricJudge(dspy.Module):
         for judge in self.judges.values():
             judge.memory = memory
 
+    def _query_vectors(self, items: Sequence[Mapping[str, str]], wanted: Sequence[str]
+                       ) -> list[Any]:
+        """Each item's retrieval vector, embedded once for all its dimensions."""
+        embed = getattr(self.memory, "embed_query", None)
+        if embed is None or not any(self.judges[d].k > 0 for d in wanted):
+            return [None] * len(items)
+        return [embed(item) for item in items]
+
     def forward(self, *, item_id: str | None = None, dimensions: Iterable[str] | None = None,
                 **inputs: str) -> JudgeResult:
         inputs = self._check_inputs(inputs)
         wanted = self._check_dimensions(dimensions)
-        return JudgeResult(item_id, {d: self.judges[d](**inputs) for d in wanted})
+        vector = self._query_vectors([inputs], wanted)[0]
+        return JudgeResult(item_id, {d: self.judges[d](_vector=vector, **inputs)
+                                     for d in wanted})
 
     def batch(self, items: Sequence[Mapping[str, str]], *, item_ids: Sequence[str] | None = None,
               dimensions: Iterable[str] | None = None, num_threads: int | None = None,
@@ -262,19 +404,29 @@ class RubricJudge(dspy.Module):
         if len(ids) != len(items):
             raise ValueError(f"{len(items)} items but {len(ids)} item_ids")
         wanted = self._check_dimensions(dimensions)
-        lm = self.get_lm() or dspy.settings.lm
+        lm = self.get_lm() or dspy.settings.lm or configured_lm()
         threads = 1 if not lm_is_parallel_safe(lm) else (num_threads or 8)
-        # Dimension-major order: consecutive calls share the instructions, so a local model
-        # reuses its cached prompt prefix.
-        jobs = [(i, d) for d in wanted for i in range(len(items))]
+        # Consecutive calls should share the longest prompt prefix, which a local model
+        # reuses from its KV cache and a provider's prompt cache bills less: the item under
+        # the item-first layout (item-major order: all dimensions of an item in a row; thread
+        # pools take jobs in this order, so remote calls are submitted item by item too),
+        # the instructions under the classic one (dimension-major).
+        if self.layout == "classic":
+            jobs = [(i, d) for d in wanted for i in range(len(items))]
+        else:
+            jobs = [(i, d) for i in range(len(items)) for d in wanted]
         checked = [self._check_inputs(dict(item)) for item in items]
+        vectors = self._query_vectors(checked, wanted)
         bar = _progress(len(jobs), "judging", progress)
         settings = dspy.settings.config.copy()
 
         def run(job: tuple[int, str]) -> DimensionResult:
             i, dim = job
-            with dspy.context(**{k: v for k, v in settings.items() if k in ("lm", "adapter")}):
-                result = self.judges[dim](**checked[i])
+            # Threads start with DSPy's defaults: carry the caller's LM, adapter and usage
+            # tracker (cost meters) into them.
+            carried = ("lm", "adapter", "usage_tracker")
+            with dspy.context(**{k: v for k, v in settings.items() if k in carried}):
+                result = self.judges[dim](_vector=vectors[i], **checked[i])
             bar.update(1)
             return result
 
@@ -290,22 +442,28 @@ class RubricJudge(dspy.Module):
         return out
 
     def unalign(self, item_ids: Iterable[str]) -> RubricJudge:
-        """A copy that has forgotten these items: their episodes, and every guideline all of
-        whose sources are gone. Guidelines with a surviving source stay; nothing is
-        re-distilled."""
+        """A copy that has forgotten these items: their episodes, every guideline (kept or
+        rejected) all of whose sources are gone, and their entries in the ledger. Guidelines
+        with a surviving source stay; nothing is re-distilled."""
         gone = set(item_ids)
         new = self.deepcopy()
         if new.memory is not None:
             new.memory.remove(gone)
         for judge in new.judges.values():
-            kept = []
-            for g in judge.guidelines:
-                sources = tuple(s for s in g.sources if s not in gone)
-                if sources:
-                    kept.append(g.with_sources(sources))
-            judge.set_guidelines(kept)
+            judge.set_guidelines(_forget(judge.guidelines, gone))
+            judge.rejected = _forget(judge.rejected, gone)
+            if judge.calibration is not None:
+                # Refitted on the rows that neither are nor retrieved a forgotten item.
+                judge.calibration = judge.calibration.forget(gone)
         new.seen = {k: v for k, v in new.seen.items() if k.split("::", 1)[0] not in gone}
         return new
+
+    def set_policy(self, policy: str, dimensions: Iterable[str] | None = None) -> None:
+        """Score ``dimensions`` (default: all) by ``policy``: ``"sampled"``, ``"expected"`` or
+        ``"calibrated"`` (see :mod:`judgealign.calibration`)."""
+        check_policy(policy)
+        for dim in self._check_dimensions(dimensions):
+            self.judges[dim].policy = policy
 
     def deepcopy(self) -> RubricJudge:
         """A copy with its own memories that shares the LM objects (model handles are big)."""
@@ -313,16 +471,199 @@ class RubricJudge(dspy.Module):
                 if j.predict.lm is not None}
         return copy.deepcopy(self, memo)
 
-    def save(self, path: Any, *, config: Any = None, **_: Any) -> Any:
-        """Save as a self-contained judge directory (see :mod:`judgealign.artifacts`)."""
-        from judgealign.artifacts import save
-
-        return save(self, path, config=config)
-
     def get_lm(self) -> Any:
-        """The LM every dimension uses (``None``: DSPy's configured LM)."""
+        """The LM every dimension uses (``None``: none of its own)."""
         lms = {id(j.predict.lm): j.predict.lm for j in self.judges.values()}
         return next(iter(lms.values())) if len(lms) == 1 else None
+
+    # --- state (DSPy's dump_state/load_state, extended) -----------------------------------
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        """The judge's whole state as JSON data (see :mod:`judgealign.state`); the LM is never
+        part of it (it is chosen when the judge is loaded)."""
+        from judgealign.memory.episodic import EpisodicMemory
+
+        memory = self.memory if isinstance(self.memory, EpisodicMemory) else None
+        report = getattr(self.report, "to_dict", None)
+        return {
+            "format": STATE_FORMAT,
+            "rubric": self.rubric.model_dump(mode="json"),
+            "dimensions": {dim: {
+                "k": j.k, "demo_input_tokens": j.demo_input_tokens,
+                "item_tokens": j.item_tokens,
+                "guidelines": [g.to_dict() for g in j.guidelines],
+                "rejected": [g.to_dict() for g in j.rejected],
+                "predictor": {"signature": j.predict.signature.dump_state(),
+                              "demos": [d.toDict() if hasattr(d, "toDict") else dict(d)
+                                        for d in j.predict.demos]},
+                "policy": j.policy,
+                "calibration": j.calibration.to_state() if j.calibration is not None else None,
+                "extra": {"layout": j.layout},
+            } for dim, j in self.judges.items()},
+            "seen": dict(sorted(self.seen.items())),
+            "episodic": memory.dump_state() if memory is not None else None,
+            "report": report() if callable(report) else (
+                self.report if isinstance(self.report, dict) else None),
+        }
+
+    def load_state(self, state: dict[str, Any], *, embedder: Any = None,
+                   memory: Any = None) -> RubricJudge:
+        """Restore :meth:`dump_state`'s output into this judge (same rubric); returns self.
+
+        Everything is validated first and nothing is applied if any part is wrong
+        (``ValueError`` naming the field). The episodic memory is ``memory`` when given (a
+        saved judge's index), else rebuilt in memory from the state's records with
+        ``embedder`` (default: the one the state names, if it is the offline hashing one).
+        """
+        checked = validate_state(state)
+        if checked.rubric != self.rubric.model_dump(mode="json"):
+            raise ValueError("judge state: its rubric differs from this judge's rubric")
+        if set(checked.dimensions) != set(self.judges):
+            raise ValueError("judge state: its dimensions differ from the rubric's")
+        staged = {}
+        scoring = {}  # dim -> (policy, calibration), verified before anything is applied
+        for dim, info in checked.dimensions.items():
+            try:
+                kept = [Guideline.from_dict(g) for g in info.guidelines]
+                rejected = [Guideline.from_dict(g) for g in info.rejected]
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"judge state: dimensions.{dim}: a guideline is malformed "
+                                 f"({exc})") from None
+            probe = self.judges[dim]
+            expected = probe.predict.signature.with_instructions(
+                _instructions(probe.base_instructions, kept)).dump_state()
+            if info.predictor.signature != expected:
+                raise ValueError(f"judge state: predictor of {dim!r} differs from the rubric "
+                                 "and guidelines saved beside it")
+            # A state written before layouts existed has none: it gets today's default.
+            layout = check_layout(info.extra.get("layout", DEFAULT_LAYOUT),
+                                  where=f"judge state: field dimensions.{dim}.extra.layout")
+            staged[dim] = (info, kept, rejected, layout)
+            scoring[dim] = self._stage_scoring(dim, info)
+        if memory is None and checked.episodic is not None:
+            from judgealign.memory.embedders import embedder_from_identity
+            from judgealign.memory.episodic import EpisodicMemory
+
+            embedder = embedder or embedder_from_identity(checked.episodic.embedder,
+                                                          where="judge state")
+            memory = EpisodicMemory.from_state(
+                {"episodes": [e.model_dump() for e in checked.episodic.episodes]}, embedder)
+        for dim, (info, kept, rejected, layout) in staged.items():
+            judge = self.judges[dim]
+            judge.k, judge.demo_input_tokens = info.k, info.demo_input_tokens
+            judge.layout = layout
+            judge.item_tokens = info.item_tokens
+            judge.set_guidelines(kept)
+            judge.rejected = rejected
+            judge.predict.demos = [dspy.Example(**d) for d in info.predictor.demos]
+        for dim, (policy, calibration) in scoring.items():
+            self.judges[dim].policy, self.judges[dim].calibration = policy, calibration
+        self.seen = dict(checked.seen)
+        self.report = checked.report
+        self.attach_memory(memory)
+        return self
+
+    def _stage_scoring(self, dim: str, info: Any) -> tuple[str, Calibration | None]:
+        """A dimension's saved policy and verified calibration (``ValueError`` naming the
+        field). A state written before policies existed scores as it did then: ``sampled``."""
+        policy = info.policy or "sampled"
+        if info.calibration is None:
+            return policy, None
+        spec = self.judges[dim].spec
+        where = f"judge state: field dimensions.{dim}.calibration"
+        return policy, Calibration.from_state(info.calibration,
+                                              level_labels(self.rubric.scale, spec.allows_na),
+                                              self.rubric.scale, where=where)
+
+    @classmethod
+    def from_saved(cls, saved: Any, *, embedder: Any = None, reindex: bool = False
+                   ) -> RubricJudge:
+        """A judge restored from a verified saved judge (:func:`artifacts.open_saved`),
+        without an LM; its episodic memory queries the saved index read-only (``reindex``:
+        re-embeds the records in memory instead, e.g. with another embedder)."""
+        import warnings
+
+        from judgealign.memory.episodic import EpisodicMemory
+        from judgealign.memory.records import Episode
+        from judgealign.signatures.rubric import rubric_from_dict
+
+        where = str(saved.root / "program.json")
+        try:
+            checked = validate_state(saved.state, where=where)
+            rubric = rubric_from_dict(checked.rubric, source=where)
+        except Exception as exc:  # the saved state must not crash the loader
+            raise ArtifactError(str(exc)) from None
+        judge = cls(rubric)
+        memory = None
+        if checked.episodic is None and saved.read_episodes():
+            # Never load a judge without the memory it was saved with, silently.
+            raise ArtifactError(f"{where}: no episodic memory, but memory/episodes.jsonl holds "
+                                "episodes; the files disagree -- re-save the judge")
+        if checked.episodic is not None:
+            if embedder is None:
+                raise ArtifactError(f"{where}: an episodic memory needs an embedder")
+            rows = saved.read_episodes()
+            episodes = []
+            for n, row in enumerate(rows, start=1):
+                try:
+                    e = validate_episode(row, where=f"{saved.root}/memory/episodes.jsonl, "
+                                                    f"line {n}")
+                except ValueError as exc:
+                    raise ArtifactError(str(exc)) from None
+                if e.dimension not in judge.judges:
+                    raise ArtifactError(f"{saved.root}/memory/episodes.jsonl, line {n}: "
+                                        f"unknown dimension {e.dimension!r}")
+                episodes.append(Episode(e.item_id, e.dimension, dict(e.inputs), e.score,
+                                        e.rationale))
+            if checked.episodic.count is not None and checked.episodic.count != len(episodes):
+                raise ArtifactError(f"{where}: {checked.episodic.count} episodes expected, "
+                                    f"memory/episodes.jsonl holds {len(episodes)}")
+            if reindex:
+                memory, problem = EpisodicMemory(embedder), None
+                memory.add(episodes)
+            else:
+                memory, problem = EpisodicMemory.open(
+                    saved.memory_dir, embedder, episodes=episodes, trust_index=saved.index_ok)
+            if problem:
+                warnings.warn(f"{saved.root}: {problem}; rebuilt the index in memory from "
+                              "memory/episodes.jsonl (the saved files are unchanged)",
+                              UserWarning, stacklevel=3)
+        state = dict(saved.state)
+        state["episodic"] = None  # the memory comes from the index opened above
+        try:
+            judge.load_state(state, memory=memory)
+        except ValueError as exc:
+            raise ArtifactError(f"{where}: {exc}") from None
+        judge.attach_memory(memory)
+        judge.artifact_sha256 = saved.sha256
+        return judge
+
+    def save(self, path: Any, *, config: Any = None, **_: Any) -> Any:
+        """Save as a self-contained judge directory, atomically (see
+        :mod:`judgealign.artifacts`); ``config`` (Settings) is recorded without secrets."""
+        from judgealign.artifacts import save_directory, write_json
+        from judgealign.lm import lm_identity
+        from judgealign.memory.episodic import EpisodicMemory
+
+        if self.memory is not None and not isinstance(self.memory, EpisodicMemory):
+            raise ArtifactError("this judge's demos were chosen by a DSPy few-shot baseline "
+                                "for evaluation; only MemAlign judges can be saved")
+
+        def write(root: Any) -> dict[str, Any]:
+            state = self.dump_state()
+            if state["episodic"] is not None:
+                self.memory.save(root / "memory")
+                state["episodic"] = {"embedder": state["episodic"]["embedder"],
+                                     "episodes": [], "count": len(self.memory)}
+            write_json(root / "program.json", state)
+            lm = self.get_lm()
+            return {"rubric": state["rubric"],
+                    "lm": lm_identity(lm) if lm is not None else None,
+                    "embedder": self.memory.embedder.identity() if self.memory else None,
+                    "episodic": self.memory is not None, "report": state["report"]}
+
+        public = config.public_dict() if config is not None else None
+        return save_directory(path, write, settings=public)
 
     def _check_inputs(self, inputs: dict[str, Any]) -> dict[str, str]:
         known = set(self.rubric.input_names)
@@ -344,6 +685,31 @@ class RubricJudge(dspy.Module):
         if dimensions is None:
             return self.dimensions
         return [self.rubric.dimension(d).id for d in dimensions]
+
+    # --- MLflow (issue 16) ------------------------------------------------------------------
+
+    def as_scorer(self, name: str | None = None, **kwargs: Any) -> Any:
+        """This judge as an ``mlflow.genai`` scorer: one ``Feedback`` per dimension, named
+        ``<name>/<dimension>`` (``name`` defaults to the rubric's). ``kwargs``
+        (``inputs_map``, ``lm``, ``num_threads``) as :func:`judgealign.scorer.as_scorer`."""
+        from judgealign.scorer import as_scorer
+
+        return as_scorer(self, name, **kwargs)
+
+
+def _forget(guidelines: Sequence[Guideline], gone: set[str]) -> list[Guideline]:
+    """Guidelines with the forgotten sources removed; those left with none are dropped."""
+    out = []
+    for g in guidelines:
+        sources = tuple(s for s in g.sources if s not in gone)
+        if sources:
+            out.append(g.with_sources(sources) if len(sources) != len(g.sources) else g)
+    return out
+
+
+def _instructions(base: str, guidelines: Sequence[Guideline]) -> str:
+    block = render_guidelines(guidelines)
+    return f"{base}\n\n{block}" if block else base
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

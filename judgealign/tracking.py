@@ -6,8 +6,12 @@
   directory itself (artifacts under ``judge/``).
 * :func:`log_cv` records a cross-validation result (anything with ``to_dict()``) and the
   report files written beside it.
+* :func:`log_evaluation` records an evaluation of a judge on a labelled set
+  (:func:`judgealign.evaluation.evaluate.evaluate`): per-dimension agreement of the judge and
+  of the reference predictors, the comparisons, and ``evaluation.json``/``evaluation.md``.
 * :func:`log_judge_model` logs a saved judge as an MLflow ``pyfunc`` model, optionally
-  registered; :mod:`judgealign.serving` says which LM it judges with once served.
+  registered (:func:`save_judge_model` writes the same model to a local directory);
+  :mod:`judgealign.serving` says which LM it judges with once served.
 
 The run functions use an ``MlflowClient`` on ``settings.tracking.uri`` and the experiment
 ``settings.tracking.experiment`` (created when missing), so they change no global MLflow
@@ -243,6 +247,63 @@ def _row_name(row: Any, index: int) -> str:
     return "/".join(parts) if parts else str(index)
 
 
+# --- evaluation runs ---------------------------------------------------------------------
+
+# Agreement fields logged as metrics for each (predictor, dimension) of an evaluation.
+EVAL_METRICS = ("mae", "mae_scored", "exact", "within_one", "qwk", "spearman", "n_items",
+                "n_failed", "n_scored", "n_na_confusion")
+
+
+def log_evaluation(result: Any, settings: Any, *, run_name: str | None = None) -> str:
+    """Log an evaluation (:class:`~judgealign.evaluation.evaluate.EvaluationResult`) as an
+    MLflow run; returns the run id.
+
+    Metrics: ``<dimension>/<field>`` for the judge and ``reference/<name>/<dimension>/<field>``
+    for the reference predictors (fields: :data:`EVAL_METRICS`; undefined ones, NaN, are left
+    out), ``comparison/<name>/<dimension>/{diff,ci_low,ci_high}`` for judge MAE minus
+    reference MAE, and ``n_items``/``n_held_in``. Params: the rubric, the label sources, the
+    judge's artifact hash and LM. Artifacts: ``evaluation.json`` and ``evaluation.md``.
+    """
+    metrics: dict[str, float] = {"n_items": float(result.n_items),
+                                 "n_held_in": float(len(result.held_in_items))}
+    for d in result.dimensions:
+        metrics.update(_agreement_metrics(d.agreement, d.dimension))
+    for d in result.references:
+        metrics.update(_agreement_metrics(d.agreement, f"reference/{d.predictor}/{d.dimension}"))
+    for c in result.comparisons:
+        for key in ("diff", "ci_low", "ci_high"):
+            value = getattr(c, key)
+            if _is_number(value) and math.isfinite(value):
+                metrics[f"comparison/{c.reference}/{c.dimension}/{key}"] = float(value)
+    metrics = {_metric_key(k): v for k, v in metrics.items()}
+    params: dict[str, Any] = {"rubric": result.rubric, "labels": result.labels,
+                              "train": result.train or "none"}
+    params.update(_flatten({"judge": {k: v for k, v in result.judge.items() if v is not None}}))
+
+    client, experiment_id = _client_and_experiment(settings)
+    run = client.create_run(experiment_id, run_name=run_name or f"evaluate-{result.rubric}",
+                            tags={KIND_TAG: "evaluation", "judgealign.rubric": result.rubric,
+                                  "judgealign.version": _version()})
+    run_id = run.info.run_id
+    try:
+        _log_params(client, run_id, params)
+        _log_metrics(client, run_id, metrics)
+        with tempfile.TemporaryDirectory(prefix="judgealign-eval-") as tmp:
+            for path in result.write(tmp):
+                client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _agreement_metrics(agreement: Any, prefix: str) -> dict[str, float]:
+    data = agreement.to_dict()
+    return {f"{prefix}/{key}": float(data[key]) for key in EVAL_METRICS
+            if _is_number(data.get(key)) and math.isfinite(data[key])}
+
+
 # --- the judge as an MLflow model --------------------------------------------------------
 
 def log_judge_model(judge_dir: str | Path, *, name: str = "judge",
@@ -262,6 +323,34 @@ def log_judge_model(judge_dir: str | Path, *, name: str = "judge",
     """
     import mlflow
 
+    kwargs = _pyfunc_kwargs(judge_dir, pip_requirements)
+    if settings is not None:
+        mlflow.set_tracking_uri(settings.tracking.uri)
+        mlflow.set_experiment(settings.tracking.experiment)
+    with warnings.catch_warnings():
+        # No input example on purpose: MLflow would run predict on it, which needs an LM.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        info = mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
+                                       **kwargs)
+    return info.model_uri
+
+
+def save_judge_model(judge_dir: str | Path, path: str | Path, *,
+                     pip_requirements: list[str] | None = None) -> Path:
+    """Write a saved judge as an MLflow ``pyfunc`` model directory at ``path`` (which must not
+    exist), without any tracking store: the model :func:`log_judge_model` logs. Returns
+    ``path``; ``mlflow.pyfunc.load_model`` and ``spark_udf`` take it as a model URI."""
+    import mlflow
+
+    kwargs = _pyfunc_kwargs(judge_dir, pip_requirements)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        mlflow.pyfunc.save_model(str(path), **kwargs)
+    return Path(path)
+
+
+def _pyfunc_kwargs(judge_dir: str | Path, pip_requirements: list[str] | None
+                   ) -> dict[str, Any]:
     from judgealign.artifacts import read_manifest
     from judgealign.serving import JUDGE_ARTIFACT, JudgePyfunc, judge_signature
     from judgealign.signatures.rubric import rubric_from_dict
@@ -269,17 +358,9 @@ def log_judge_model(judge_dir: str | Path, *, name: str = "judge",
     judge_dir = Path(judge_dir).resolve()
     manifest = read_manifest(judge_dir)  # fail here, not in the serving process
     rubric = rubric_from_dict(manifest["rubric"], source=str(judge_dir))
-    if settings is not None:
-        mlflow.set_tracking_uri(settings.tracking.uri)
-        mlflow.set_experiment(settings.tracking.experiment)
-    with warnings.catch_warnings():
-        # No input example on purpose: MLflow would run predict on it, which needs an LM.
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
-        info = mlflow.pyfunc.log_model(
-            name=name, python_model=JudgePyfunc(), artifacts={JUDGE_ARTIFACT: str(judge_dir)},
-            signature=judge_signature(rubric), registered_model_name=registered_model_name,
-            pip_requirements=pip_requirements or _pip_requirements())
-    return info.model_uri
+    return {"python_model": JudgePyfunc(), "artifacts": {JUDGE_ARTIFACT: str(judge_dir)},
+            "signature": judge_signature(rubric),
+            "pip_requirements": pip_requirements or _pip_requirements()}
 
 
 def _pip_requirements() -> list[str]:
@@ -380,4 +461,5 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["CV_METRICS", "KIND_TAG", "log_alignment", "log_cv", "log_judge_model"]
+__all__ = ["CV_METRICS", "EVAL_METRICS", "KIND_TAG", "log_alignment", "log_cv",
+           "log_evaluation", "log_judge_model", "save_judge_model"]

@@ -44,7 +44,7 @@ from dspy.teleprompt.teleprompt import Teleprompter
 
 from judgealign.errors import JudgeAlignError
 from judgealign.memory.embedders import Embedder, HashingEmbedder
-from judgealign.memory.episodic import Episode
+from judgealign.memory.records import Episode
 from judgealign.optimizers.memalign import CostMeter, _as_labelset
 from judgealign.program import DimensionJudge, DimensionResult, RubricJudge
 from judgealign.signatures.rubric import format_score, parse_score
@@ -101,8 +101,10 @@ class DemoSet:
         self.retrievers = dict(retrievers or {})
         self.input_names = list(input_names)
 
-    def retrieve(self, inputs: Mapping[str, str], *, dimension: str, k: int) -> list[Episode]:
-        """The demos of ``dimension`` for this item: fixed ones, or the ``k`` nearest."""
+    def retrieve(self, inputs: Mapping[str, str], *, dimension: str, k: int,
+                 vector: Any = None) -> list[Episode]:
+        """The demos of ``dimension`` for this item: fixed ones, or the ``k`` nearest
+        (``vector`` is ignored: dspy.KNN embeds with its own vectorizer)."""
         if k <= 0:
             return []
         if dimension in self.retrievers:

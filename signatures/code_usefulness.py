@@ -5,17 +5,9 @@ Built from ``code_usefulness.toml``; exercises a scale other than 1-3 end to end
 
 from __future__ import annotations
 
-from typing import Any
-
 from judgealign.signatures.rubric import build_signature, load_builtin
 
 RUBRIC = load_builtin("code_usefulness")
 
 Usefulness = build_signature(RUBRIC, "usefulness")
 
-
-def judge(**kwargs: Any):
-    """A fresh (unaligned) ``RubricJudge`` for code usefulness; kwargs go to RubricJudge."""
-    from judgealign.program import RubricJudge
-
-    return RubricJudge(RUBRIC, **kwargs)

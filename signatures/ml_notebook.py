@@ -6,8 +6,6 @@ code path as any user rubric, so the TOML file is the single source of the instr
 
 from __future__ import annotations
 
-from typing import Any
-
 from judgealign.signatures.rubric import build_signature, load_builtin
 
 RUBRIC = load_builtin("ml_notebook")
@@ -22,9 +20,3 @@ MetricsEvaluation = build_signature(RUBRIC, "metrics_evaluation")
 MlflowLogging = build_signature(RUBRIC, "mlflow_logging")
 CellOrganization = build_signature(RUBRIC, "cell_organization")
 
-
-def judge(**kwargs: Any):
-    """A fresh (unaligned) ``RubricJudge`` of the nine dimensions; kwargs go to RubricJudge."""
-    from judgealign.program import RubricJudge
-
-    return RubricJudge(RUBRIC, **kwargs)

@@ -34,10 +34,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from judgealign.errors import RubricError
+from judgealign.textfiles import read_text, shown
 
 NA = "N/A"
-_NA_SPELLINGS = {"n/a", "na", "n.a.", "not applicable", "none", "null", ""}
+# N/A is written "N/A" or "NA", in any case, with surrounding blanks ignored. Nothing else is
+# N/A: a blank cell, "none", "null" or "n.a." may be a missing value as easily as a verdict, so
+# they are refused with a hint instead of being turned into N/A silently.
+NA_SPELLINGS = frozenset({"n/a", "na"})
+_NA_LOOKALIKES = frozenset({"", "none", "null", "nil", "nan", "n.a.", "n.a", "n/a.", "na.",
+                            "not applicable", "-", "--", "?"})
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_BUILTIN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _RESERVED_FIELDS = {"score", "rationale"}
 
 
@@ -148,9 +155,13 @@ def score_choices(rubric: Rubric, dim: DimensionSpec) -> tuple[str, ...]:
 def parse_score(value: Any, *, scale: list[int] | None = None, allow_na: bool = True) -> int | None:
     """Turn a label or an LM answer into ``int`` (a level) or ``None`` (N/A).
 
-    Raises ValueError with the offending value when it is neither a level of ``scale`` nor N/A.
+    Accepted: an ``int`` (not ``bool``), an integral ``float`` (``2.0``), digits as text
+    (``" 2 "``), ``None`` (Python's N/A) and the text ``"N/A"`` or ``"NA"`` in any case.
+    Anything else raises ValueError naming the value; N/A look-alikes (``""``, ``"none"``,
+    ``"null"``, ``"n.a."``, ``"not applicable"``, ...) say to write ``N/A``. ``scale`` checks the
+    level, ``allow_na=False`` refuses N/A.
     """
-    if value is None or (isinstance(value, str) and value.strip().lower() in _NA_SPELLINGS):
+    if value is None or (isinstance(value, str) and value.strip().lower() in NA_SPELLINGS):
         if not allow_na:
             raise ValueError(f"N/A is not allowed here (got {value!r})")
         return None
@@ -160,14 +171,28 @@ def parse_score(value: Any, *, scale: list[int] | None = None, allow_na: bool = 
         value = int(value)
     if isinstance(value, str):
         text = value.strip()
-        if not re.fullmatch(r"[+-]?\d+", text):
-            raise ValueError(f"score must be a level or N/A, got {value!r}")
+        if text.lower() in _NA_LOOKALIKES:
+            raise ValueError(f"score must be a level or N/A, got {_short(value)} (write "
+                             f"{NA!r} for not applicable)")
+        # At most 18 digits: int() of a longer string is slow (and refused past 4,300 digits)
+        # and no scale has such levels.
+        if not re.fullmatch(r"[+-]?\d{1,18}", text):
+            raise ValueError(f"score must be a level or N/A, got {_short(value)}")
         value = int(text)
     if not isinstance(value, int):
-        raise ValueError(f"score must be a level or N/A, got {value!r}")
+        raise ValueError(f"score must be a level or N/A, got {_short(value)}")
     if scale is not None and value not in scale:
-        raise ValueError(f"score {value} is not on the scale {scale}")
+        raise ValueError(f"score {_short(value)} is not on the scale {scale}")
     return value
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters (a pasted notebook is not a message)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over Python's 4,300-digit str() limit
+        return f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_score(score: int | None) -> str:
@@ -236,32 +261,65 @@ def rubric_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Rubric:
 
 def load_rubric_file(path: str | Path) -> Rubric:
     """Read a rubric from a ``.toml``, ``.yaml`` or ``.yml`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RubricError(f"rubric file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    return _parse_rubric_text(text, suffix=path.suffix.lower(), source=str(path))
+    text = read_text(path, error=RubricError, what="rubric file")
+    return _parse_rubric_text(text, suffix=Path(path).suffix.lower(), source=shown(path))
 
 
 def _parse_rubric_text(text: str, *, suffix: str, source: str) -> Rubric:
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise RubricError(f"{source}: a rubric file must end in .toml, .yaml or .yml")
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(text)
-        else:
-            raise RubricError(f"{source}: a rubric file must end in .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise RubricError(f"cannot parse rubric file {source}: {exc}") from None
-    except Exception as exc:  # yaml.YAMLError without importing yaml at module level
-        if type(exc).__module__.startswith("yaml"):
-            raise RubricError(f"cannot parse rubric file {source}: {exc}") from None
-        raise
+    except RecursionError:
+        raise RubricError(f"cannot parse rubric file {source}: nested too deeply") from None
+    except Exception as exc:  # any failure of the parser is a fault of this file
+        # TOMLDecodeError, yaml.YAMLError, and ValueError from either parser turning a literal
+        # into a value (an integer over 4,300 digits, a date that does not exist).
+        raise RubricError(f"cannot parse rubric file {source}: {_first_lines(exc)}") from None
     if not isinstance(data, dict):
         raise RubricError(f"{source}: a rubric must be a mapping at the top level")
+    bad = _lone_surrogate(data)
+    if bad is not None:  # YAML's "\ud800" escape: a str no LM client or prompt can encode
+        raise RubricError(f"invalid rubric in {source}: {bad or '(top level)'}: not valid "
+                          "Unicode text (a lone surrogate escape)")
     return rubric_from_dict(data, source=source)
+
+
+def _lone_surrogate(data: Any, loc: str = "") -> str | None:
+    """The dotted location of the first text (key or value) that is not valid Unicode, if any.
+
+    Parsed documents nest no deeper than their parser allowed, well under the stack limit.
+    """
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return None
+    items: Any = ()
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    for key, value in items:
+        here = f"{loc}.{key}" if loc else str(key)
+        found = _lone_surrogate(key, here) if isinstance(key, str) else None
+        if found is None:
+            found = _lone_surrogate(value, here)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_lines(exc: BaseException, lines: int = 4, width: int = 300) -> str:
+    """A parser's message, kept short: YAML's quote the offending text over many lines."""
+    text = " ".join(str(exc).splitlines()[:lines]) or type(exc).__name__
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def builtin_rubrics() -> list[str]:
@@ -274,6 +332,10 @@ def builtin_rubrics() -> list[str]:
 @cache
 def load_builtin(name: str) -> Rubric:
     """A shipped rubric by name (``ml_notebook``, ``code_usefulness``)."""
+    if not _BUILTIN_NAME_RE.fullmatch(name):  # not a name: no file lookup at all
+        raise RubricError(f"unknown rubric {shown(repr(name))}; built-in rubrics: "
+                          f"{', '.join(builtin_rubrics()) or '(none)'}; or pass a .toml/.yaml "
+                          "path")
     root = resources.files("judgealign.signatures")
     for suffix in (".toml", ".yaml"):
         res = root.joinpath(name + suffix)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import threading
 
+from judgealign.adapter import judged_text, shown_examples
+
 BANANA_RULE = "Answers that mention a banana are wrong, whatever else they say."
 LEMONADE = "Lemonade is the best to drink for health and spiritual reasons."
 
@@ -28,9 +30,13 @@ def label_rows(rows=ROWS, dimension="correctness"):
 
 
 def judged_answer(prompt: str) -> str:
-    """The item being judged: the last answer field in the prompt (demos come before it)."""
-    blocks = re.findall(r"\[\[ ## answer ## \]\]\n(.*?)\n\n", prompt, flags=re.S)
-    return blocks[-1] if blocks else ""
+    """The item being judged (its answer field), under either prompt layout."""
+    return judged_text(prompt, "answer")
+
+
+def demo_answers(prompt: str) -> list[tuple[str, str | None]]:
+    """The demos shown in the prompt: (answer text, the experts' score), in order."""
+    return shown_examples(prompt, "answer")
 
 
 class Reflector:
@@ -60,7 +66,6 @@ def banana_judge(prompt: str):
     if "banana" in answer.lower():
         if BANANA_RULE in prompt:
             return {"score": "1", "rationale": "guideline: banana"}
-        demo_says = re.search(r"anana.*?\"score\": \"1\"", prompt, flags=re.S)
-        if demo_says and prompt.count("[[ ## answer ## ]]") > 1:
+        if any("banana" in text.lower() and score == "1" for text, score in demo_answers(prompt)):
             return {"score": "1", "rationale": "demo: banana"}
     return {"score": "3", "rationale": "looks right"}

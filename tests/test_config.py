@@ -61,3 +61,46 @@ def test_no_secret_reaches_serialised_settings(monkeypatch):
     assert "sk-secret-123" not in json.dumps(s.public_dict())
     with pytest.raises(ConfigError):
         load_config(environ={}, overrides={"lm": {"api_key": "sk-secret-123"}})
+
+
+def test_environment_reaches_every_section_in_any_case():
+    s = load_config(None, environ={"JUDGEALIGN_REFLECTION_LM__MODEL": "openai/reflect",
+                                   "judgealign_memory__k": "7",
+                                   "JUDGEALIGN_CACHE_DIR": "/not/a/setting",
+                                   "JUDGEALIGN_EMBEDDER": '{"kind": "hashing", "dim": 512}'})
+    assert s.reflection.model == "openai/reflect" and s.lm.model == "local"
+    assert s.memory.k == 7 and s.embedder.dim == 512
+
+
+def test_file_and_environment_merge_inside_a_section(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[lm]\nmodel = "openai/file"\ntemperature = 0.5\n')
+    s = load_config(cfg, environ={"JUDGEALIGN_LM__TEMPERATURE": "1.5"},
+                    overrides={"lm": {"max_tokens": 9, "model": None}})
+    assert (s.lm.model, s.lm.temperature, s.lm.max_tokens) == ("openai/file", 1.5, 9)
+
+
+def test_loaded_settings_are_plain_settings():
+    from judgealign.config import Settings
+
+    s = load_config(None, environ={})
+    assert type(s) is Settings and s == Settings()
+
+
+@pytest.mark.parametrize("environ,named", [
+    ({"JUDGEALIGN_LM": "{not json"}, "JUDGEALIGN_LM: a whole section must be a JSON object"),
+    ({"JUDGEALIGN_LMM__MODEL": "x"}, "JUDGEALIGN_LMM__MODEL: no settings section 'lmm'"),
+    ({"JUDGEALIGN_LM__TEMPERATURE": "hot"}, "JUDGEALIGN_LM__TEMPERATURE: "),
+])
+def test_environment_errors_name_the_variable(environ, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, environ=environ)
+    assert named in str(err.value) and "(from environment)" in str(err.value)
+
+
+def test_config_path_problems_are_named(tmp_path):
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(ConfigError, match="dir.toml is a folder"):
+        load_config(tmp_path / "dir.toml", environ={})
+    with pytest.raises(ConfigError, match="given both as a value and as a section"):
+        load_config(None, environ={}, overrides={"lm": "x", "lm.model": "y"})

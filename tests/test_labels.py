@@ -127,3 +127,37 @@ def test_empty_file_is_an_error(tmp_path):
         LabelSet.from_jsonl(path)
     with pytest.raises(LabelError, match="label file not found"):
         LabelSet.from_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_id_fields_are_text_or_integers(tmp_path, tiny_rubric):
+    labels = LabelSet.from_records([row(item=7, rater=3)], rubric=tiny_rubric)
+    assert labels.labels[0].item_id == "7" and labels.labels[0].rater == "3"
+    with pytest.raises(LabelError, match="record 1: field 'item_id' must be text or an integer"):
+        LabelSet.from_records([row(item=1.5)], rubric=tiny_rubric)
+    with pytest.raises(LabelError, match="field 'rater' must be text or an integer"):
+        LabelSet.from_records([row(rater=["a"])], rubric=tiny_rubric)
+
+
+def test_path_inputs_take_no_other_key(tmp_path, tiny_rubric):
+    (tmp_path / "a.txt").write_text("x")
+    rows = [{"inputs": {"answer": {"path": "a.txt", "encoding": "latin-1"}},
+             "dimension": "clarity", "score": 1}]
+    with pytest.raises(LabelError, match=r"takes no other key \(got \['encoding'\]\)"):
+        LabelSet.from_records(rows, rubric=tiny_rubric, base_dir=tmp_path)
+
+
+def test_jsonl_lines_end_at_newlines_only(tmp_path, tiny_rubric):
+    # A raw U+2028 inside a JSON string is text, not a line end (str.splitlines splits there).
+    text = "answer\u2028with\x0cbreaks"
+    path = write_jsonl(tmp_path / "l.jsonl", [row(answer=text)])
+    path.write_text(path.read_text().replace("\\u2028", "\u2028"), encoding="utf-8")
+    (label,) = LabelSet.from_jsonl(path, rubric=tiny_rubric)
+    assert label.inputs["answer"] == text
+
+
+def test_csv_line_numbers_count_multiline_cells(tmp_path, tiny_rubric):
+    path = tmp_path / "l.csv"
+    path.write_text('item_id,answer,dimension,score\n\na,"two\nlines",clarity,2\nb,x,clarity,9\n')
+    with pytest.raises(LabelError) as err:
+        LabelSet.from_csv(path, rubric=tiny_rubric)
+    assert err.value.problems == [f"{path}:5: score 9 is not on the scale [1, 2, 3]"]

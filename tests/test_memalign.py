@@ -11,6 +11,7 @@ from scenarios import (
     ROWS,
     Reflector,
     banana_judge,
+    demo_answers,
     judged_answer,
     label_rows,
 )
@@ -43,7 +44,13 @@ def test_compile_returns_a_copy_with_guidelines_and_episodes(tiny_rubric, labels
     assert LEMONADE not in judge.judges["correctness"].predict.signature.instructions
     assert judge.memory.counts() == {"correctness": 6}
     rep = judge.report.dimensions[0]
-    assert (rep.proposed, rep.kept, rep.lm_calls) == (2, 1, reflector.calls)
+    assert (rep.proposed, rep.kept, rep.reflection_calls) == (2, 1, reflector.calls)
+    assert rep.modes == ["cited"] and rep.kept_by_mode == {"cited": 1}
+    assert kept[0].mode == "cited"
+    # validation (on by default): 3 held-out examples without the rule, 3 with it
+    assert rep.validation_calls == 6 and rep.unvalidated == 0
+    assert kept[0].validation == (0.0, 0.0)
+    assert rep.lm_calls == reflector.calls + rep.validation_calls
     assert rep.prompt_tokens > 0
 
 
@@ -182,8 +189,7 @@ def test_concurrent_calls_each_get_only_their_own_demos(tiny_rubric):
     def judge_lm(prompt):
         answer = judged_answer(prompt)
         topic = answer.split()[0]
-        blocks = re.findall(r"\[\[ ## answer ## \]\]\n(.*?)\n\n", prompt, flags=re.S)
-        demo_blocks = [b for b in blocks[:-1] if b != "{answer}"]
+        demo_blocks = [text for text, _ in demo_answers(prompt)]
         if len(demo_blocks) != 1 or topic not in demo_blocks[0]:
             mismatches.append((answer, demo_blocks))
         return {"score": "2", "rationale": topic}
@@ -241,8 +247,9 @@ def test_reflection_failure_is_retried_smaller_then_reported(tiny_rubric, labels
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        judge = MemAlign(reflection_lm=scripted_lm(fragile), batch_examples=6).compile(
-            RubricJudge(tiny_rubric), trainset=labels)
+        # cited mode: under "auto" a failed first batch is a trial, not retried in halves
+        judge = MemAlign(reflection_lm=scripted_lm(fragile), batch_examples=6,
+                         reflection="cited").compile(RubricJudge(tiny_rubric), trainset=labels)
     rep = judge.report.dimensions[0]
     assert sizes[0] == 6 and min(sizes) == 1
     assert rep.unprocessed_examples == 1  # the one whose answer always breaks the JSON
@@ -258,6 +265,8 @@ def test_align_entry_point_uses_the_program_lm(tiny_rubric, labels):
 
 
 def test_validation_rejects_a_guideline_that_hurts_agreement(tiny_rubric, labels):
+    # Validation judges examples the guideline does not come from: the harmful rule cites s1
+    # only, and hurts on the held-out s2/s3 (correct answers scored 1 instead of 3).
     harmful = "Answers about correct physics, water or photosynthesis are wrong."
 
     def reflect(prompt):
@@ -265,10 +274,10 @@ def test_validation_rejects_a_guideline_that_hurts_agreement(tiny_rubric, labels
         banana = [e for e, r in ids if "anana" in r]
         correct = [e for e, r in ids if r.startswith("Correct")]
         return {"guidelines": [{"text": BANANA_RULE, "sources": banana},
-                               {"text": harmful, "sources": correct}]}
+                               {"text": harmful, "sources": correct[:1]}]}
 
     def judge_lm(prompt):
-        if harmful in prompt:
+        if harmful in prompt and "banana" not in judged_answer(prompt).lower():
             return {"score": "1", "rationale": "the harmful rule says so"}
         return banana_judge(prompt)
 
@@ -278,6 +287,8 @@ def test_validation_rejects_a_guideline_that_hurts_agreement(tiny_rubric, labels
     dim = judge.judges["correctness"]
     assert [g.text for g in dim.guidelines] == [BANANA_RULE]
     assert (harmful, "failed_validation") in [(g.text, g.reason) for g in dim.rejected]
+    bad = next(g for g in dim.rejected if g.text == harmful)
+    assert bad.validation[1] > bad.validation[0]  # the error on held-out examples grew
     rep = judge.report.dimensions[0]
     assert rep.validation_calls > 0 and rep.validation_calls <= 40
     assert rep.rejected.get("failed_validation") == 1
@@ -310,3 +321,147 @@ def test_one_bad_proposal_is_rejected_alone_without_retrying_the_batch(tiny_rubr
     assert rep.rejected == {"too_long": 1, "no_sources": 1}
     assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
     assert {g.reason for g in judge.judges["correctness"].rejected} == {"too_long", "no_sources"}
+
+
+# --- reflection modes (issue 14) ---------------------------------------------------------------
+
+LONG_ROWS = [  # rationales long enough to be extracted (MIN_UNIT_CHARS)
+    ("b1", "A banana is the answer to the energy question.", 1,
+     "The answer mentions a banana, which makes it wrong."),
+    ("b2", "Bananas explain why the sky looks blue.", 1,
+     "Again the answer mentions a banana and so it is wrong."),
+    ("b3", "The banana theory of gravity holds.", 1,
+     "Banana nonsense: an answer that mentions a banana is wrong."),
+    ("s1", "The sky is blue because of Rayleigh scattering of sunlight.", 3,
+     "Correct physics, stated precisely and without errors."),
+    ("s2", "Water boils at 100 degrees Celsius at sea level.", 3,
+     "Correct and precise physics with the right numbers."),
+    ("s3", "Photosynthesis turns light, water and CO2 into sugar.", 3,
+     "Correct biology, stated precisely and without errors."),
+]
+
+
+class SmallReflector:
+    """A scripted reflection LM that cannot cite (what SmolLM2-135M does with a cited batch)
+    but writes one sentence for one example or pair when it can (``per_example=True``)."""
+
+    def __init__(self, per_example: bool = True):
+        self.per_example = per_example
+        self.cited_prompts: list[str] = []
+        self.single_prompts: list[str] = []
+
+    def __call__(self, prompt: str):
+        if re.search(r"\[E1\] expert score", prompt):
+            self.cited_prompts.append(prompt)
+            return {"guidelines": [{"text": "guidelines", "sources": ["examples"]}]}
+        self.single_prompts.append(prompt)
+        if not self.per_example:
+            return {"guideline": "E1"}
+        rationales = re.findall(r"expert rationale: ([^\n]*)", prompt)
+        if any("anana" in r for r in rationales):
+            return {"guideline": BANANA_RULE}
+        return {"guideline": "Correct physics or biology answers, stated precisely, are right."}
+
+
+def test_auto_switches_to_per_example_when_the_reflection_lm_cannot_cite(tiny_rubric, labels):
+    clarity = label_rows([("c1", "Banana banana banana, and so on.", 1, "Confusing banana talk."),
+                          ("c2", "Light is fast.", 3, "Crisp and clear.")], "clarity")
+    both = LabelSet.from_records(label_rows() + clarity, rubric=tiny_rubric)
+    small = SmallReflector()
+    small_lm = scripted_lm(small)
+    judge = MemAlign(reflection_lm=small_lm, max_reflection_calls=2).compile(
+        RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge)), trainset=both)
+    rep = {r.dimension: r for r in judge.report.dimensions}
+    # one cited trial in all: after it cited nothing, the next dimension skips it
+    assert len(small.cited_prompts) == 1
+    assert rep["correctness"].modes == ["cited", "per-example"]
+    assert rep["clarity"].modes == ["per-example"]
+    assert rep["correctness"].rejected.get("no_sources") == 1
+    # 3 contrasting (banana, correct) pairs; max_reflection_calls=2 leaves one pair out
+    assert rep["correctness"].reflection_calls == 1 + 2
+    assert rep["correctness"].unprocessed_examples == 2
+    rule = next(g for g in judge.judges["correctness"].guidelines if g.text == BANANA_RULE)
+    assert rule.mode == "per-example"
+    assert len(rule.sources) == 4  # its two pairs (the duplicate merged its sources in)
+    assert {s[0] for s in rule.sources} == {"b", "s"}
+    assert rep["correctness"].kept_by_mode == {"per-example": 1}
+    # validated on the pair it does not come from: one banana answer goes from 3 to 1
+    assert rule.validation == (1.0, 0.0)
+    # per-example prompts are short: one pair, a brief rubric, excerpts of the items
+    assert all(len(p) // 4 < 700 for p in small.single_prompts)
+    assert all(len(re.findall(r"expert score:", p)) == 2 for p in small.single_prompts)
+    # a later compile starts afresh: it tries citing again (same inputs, same judge)
+    again = MemAlign(reflection_lm=small_lm, max_reflection_calls=2).compile(
+        RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge)), trainset=both)
+    assert len(small.cited_prompts) == 2
+    assert again.dump_state()["dimensions"] == judge.dump_state()["dimensions"]
+
+
+def test_explicit_per_example_mode_never_sends_a_cited_batch(tiny_rubric, labels):
+    small = SmallReflector()
+    judge = MemAlign(reflection_lm=scripted_lm(small), reflection="per-example").compile(
+        RubricJudge(tiny_rubric), trainset=labels)
+    rep = judge.report.dimensions[0]
+    assert not small.cited_prompts and len(small.single_prompts) == 3
+    assert rep.modes == ["per-example"] and rep.reflection_calls == 3
+    kept = judge.judges["correctness"].guidelines
+    assert BANANA_RULE in [g.text for g in kept]
+    assert all(g.mode == "per-example" for g in kept)
+    assert rep.unvalidated == len(kept)  # the judge has no LM of its own: nothing to validate
+
+
+def test_a_rambling_per_example_answer_keeps_its_first_sentences(tiny_rubric, labels):
+    def rambling(prompt):
+        return {"guideline": f"1. Guideline: {BANANA_RULE} (Example A) " + "And so on. " * 40}
+
+    judge = MemAlign(reflection_lm=scripted_lm(rambling), reflection="per-example").compile(
+        RubricJudge(tiny_rubric), trainset=labels)
+    assert [g.text for g in judge.judges["correctness"].guidelines] == [BANANA_RULE]
+
+
+def test_auto_falls_back_to_extractive_guidelines_without_warning(tiny_rubric):
+    rows = label_rows(LONG_ROWS)
+    labels = LabelSet.from_records(rows, rubric=tiny_rubric)
+    small = SmallReflector(per_example=False)
+    prompts = []
+
+    def judge_lm(prompt):
+        prompts.append(prompt)
+        return banana_judge(prompt)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        judge = MemAlign(reflection_lm=scripted_lm(small)).compile(
+            RubricJudge(tiny_rubric, lm=scripted_lm(judge_lm)), trainset=labels)
+    assert not [w for w in caught if "no guideline" in str(w.message)]
+    rep = judge.report.dimensions[0]
+    assert rep.modes == ["cited", "per-example", "extractive"]
+    assert rep.rejected.get("too_short") == 3  # "E1" for each of the three pairs
+    kept = judge.judges["correctness"].guidelines
+    assert kept and rep.kept_by_mode == {"extractive": len(kept)}
+    by_item = {i: (s, r) for i, _, s, r in LONG_ROWS}
+    for g in kept:
+        assert g.mode == "extractive"
+        assert any(g.text in by_item[s][1] for s in g.sources)  # an expert's own sentence
+        assert {str(by_item[s][0]) for s in g.sources} == {g.scores}
+    assert {g.scores for g in kept} == {"1", "3"}  # both score levels get a say
+    judge(answer="Bananas again.", dimensions=["correctness"])
+    assert f"{kept[0].text} (experts scored {kept[0].scores})" in prompts[-1]
+
+
+def test_a_warning_only_when_even_extractive_keeps_nothing(tiny_rubric):
+    silent = LabelSet.from_records([dict(r, rationale="") for r in label_rows()],
+                                   rubric=tiny_rubric)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        judge = MemAlign(reflection_lm=scripted_lm(SmallReflector(per_example=False))).compile(
+            RubricJudge(tiny_rubric), trainset=silent)
+    rep = judge.report.dimensions[0]
+    assert rep.modes == ["cited", "per-example", "extractive"]
+    assert rep.warning and "cited then per-example then extractive kept nothing" in rep.warning
+    assert any(rep.warning == str(w.message) for w in caught)
+
+
+def test_unknown_reflection_mode_is_refused():
+    with pytest.raises(ValueError, match="reflection must be one of auto, cited"):
+        MemAlign(reflection="clever")

@@ -107,3 +107,32 @@ def test_invalid_rubric_names_the_field(tmp_path):
     broken.write_text("name = [unclosed")
     with pytest.raises(RubricError, match="broken.toml"):
         load_rubric_file(broken)
+
+
+@pytest.mark.parametrize("value", ["", " ", "none", "null", "n.a.", "not applicable", "-",
+                                   "9" * 30])
+def test_parse_score_refuses_na_look_alikes_and_giant_numbers(value):
+    with pytest.raises(ValueError, match="score must be a level or N/A"):
+        parse_score(value, scale=[1, 2, 3])
+
+
+def test_parse_score_shortens_what_it_quotes():
+    with pytest.raises(ValueError) as err:
+        parse_score("x" * 10_000)
+    assert len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a\x00b", "..", "-rf"])
+def test_odd_rubric_names_are_unknown_rubrics(name):
+    with pytest.raises(RubricError, match="unknown rubric"):
+        resolve_rubric(name)
+
+
+def test_rubric_file_of_another_suffix_or_a_folder(tmp_path):
+    other = tmp_path / "rubric.json"
+    other.write_text("{}")
+    with pytest.raises(RubricError, match="must end in .toml, .yaml or .yml"):
+        load_rubric_file(other)
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(RubricError, match="dir.toml is a folder"):
+        load_rubric_file(tmp_path / "dir.toml")

@@ -93,7 +93,7 @@ def _under(path: Path, root: Path) -> bool:
 def test_log_alignment_params_metrics_and_artifacts(aligned, settings, tmp_path):
     from mlflow import MlflowClient
 
-    from judgealign.artifacts import load
+    from judgealign import load
     from judgealign.tracking import KIND_TAG, log_alignment
 
     judge, labels = aligned
@@ -115,10 +115,12 @@ def test_log_alignment_params_metrics_and_artifacts(aligned, settings, tmp_path)
     assert metrics["guidelines_rejected/correctness"] == 0.0
     assert metrics["episodes/correctness"] == 2.0 and metrics["episodes/clarity"] == 1.0
     report = judge.report.to_dict()
-    assert metrics["cost/lm_calls"] == report["lm_calls"] == 2
+    assert metrics["cost/lm_calls"] == report["lm_calls"] > 0
     assert metrics["cost/prompt_tokens"] == report["prompt_tokens"] > 0
     assert metrics["cost/completion_tokens"] == report["completion_tokens"] > 0
-    assert "cost/seconds" in metrics and metrics["compile/lm_calls/clarity"] == 1.0
+    clarity = next(d for d in report["dimensions"] if d["dimension"] == "clarity")
+    assert "cost/seconds" in metrics
+    assert metrics["compile/lm_calls/clarity"] == clarity["lm_calls"] > 0
 
     names = {f.path for f in client.list_artifacts(run_id)}
     assert {"judge", "alignment_report.json", "settings.json"} <= names
@@ -135,16 +137,17 @@ def test_log_alignment_params_metrics_and_artifacts(aligned, settings, tmp_path)
 def test_log_alignment_of_a_loaded_judge_uses_the_saved_report(aligned, settings, tmp_path):
     from mlflow import MlflowClient
 
-    from judgealign.artifacts import load, save
+    from judgealign import load
+    from judgealign.artifacts import save
     from judgealign.tracking import log_alignment
 
     judge, _ = aligned
     saved = save(judge, tmp_path / "j")
     loaded = load(saved, lm=scripted_lm(_respond))
-    assert loaded.report is None
+    assert loaded.report == json.loads(json.dumps(judge.report.to_dict()))  # state carries it
     run_id = log_alignment(loaded, settings, artifact_dir=saved)
     run = MlflowClient(tracking_uri=settings.tracking.uri).get_run(run_id)
-    assert run.data.metrics["cost/lm_calls"] == 2.0
+    assert run.data.metrics["cost/lm_calls"] == judge.report.lm_calls
     assert run.data.params["optimizer"] == "MemAlign"
     assert "label_rows" not in run.data.params  # no labels given: no counts
 

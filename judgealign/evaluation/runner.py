@@ -6,8 +6,10 @@ cross-validated alignment of the bundled notebook judge (``judgealign.datasets``
 
 The default demo is a documented subset sized for about 10-15 minutes on 2 CPU cores, where
 the embedded model takes 4-7 s per judgment: the dimensions ``model_training`` and
-``data_imputation``, the first 20 items, 4 folds, variants ``baseline`` and ``memalign``,
-10,000 bootstrap resamples (~80 judgments and ~16 reflection calls). ``--full`` runs every
+``data_imputation``, the first 16 items, 4 folds, variants ``baseline`` and ``episodic-only``
+(see ``DEMO_VARIANTS``), 10,000 bootstrap resamples (64 judgments). The reference predictors
+``constant`` and ``neighbours`` (no LM call) are in every report unless ``args.no_references``
+is set. ``--full`` runs every
 dimension, every item and the variants ``baseline``, ``memalign``, ``semantic-only``,
 ``episodic-only`` (hours on 2 cores). ``--dimensions``, ``--limit`` and ``--variants``
 override either.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from judgealign.lm import build_lm
+from judgealign.evaluation.options import REFERENCES, CVOptions
 
 DEMO_DIMENSIONS = ("model_training", "data_imputation")
 DEMO_ITEMS = 16
@@ -72,53 +74,55 @@ def plan_for(args: argparse.Namespace) -> Plan:
     return Plan(dimensions, limit, variants)
 
 
+def options_for(args: argparse.Namespace, plan: Plan) -> CVOptions:
+    """The :class:`CVOptions` of a ``cv``/``demo`` invocation; every flag is checked here,
+    before any data is read or any model is built."""
+    return CVOptions(folds=args.folds, seed=args.seed, variants=tuple(plan.variants),
+                     references=() if getattr(args, "no_references", False) else REFERENCES,
+                     dimensions=tuple(plan.dimensions) if plan.dimensions else None,
+                     limit=plan.limit, n_bootstrap=args.bootstrap, progress=True,
+                     checkpoint_dir=Path(args.out), resume=args.resume)
+
+
 def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     """Run ``cv`` or ``demo``: cross-validate, print the table, write the report to ``--out``.
 
-    Returns the process exit code (0).
+    Every object (judge LM, reflection LM, embedder, each fold's program and optimizer) is
+    built by :mod:`judgealign.build` inside :func:`cross_validate`, from ``settings`` (the
+    demo subset overrides ``[memory]``). Returns the process exit code (0).
     """
+    from judgealign import build
     from judgealign.evaluation.crossval import cross_validate
-    from judgealign.evaluation.report import format_table, write_report
-    from judgealign.memory.embedders import build_embedder
-    from judgealign.memory.grounding import GroundingFilter
-    from judgealign.program import RubricJudge
+    from judgealign.evaluation.report import format_table, reference_warnings, write_report
 
-    rubric, labels, card = _load_data(args)
     plan = plan_for(args)
-    if args.command == "demo" and not getattr(args, "full", False):
-        settings = settings.model_copy(deep=True)
-        for key, value in DEMO_MEMORY.items():
-            setattr(settings.memory, key, value)
-    lm = build_lm(settings.lm)
-    reflection_lm = build_lm(settings.reflection_lm) if settings.reflection_lm else lm
-    mem = settings.memory
+    options = options_for(args, plan)  # bad flags fail here, before any work
+    subset = args.command == "demo" and not getattr(args, "full", False)
+    if subset:
+        settings = build.settings_from(settings, overrides={"memory": DEMO_MEMORY})
+    rubric, labels, card = _load_data(args)
     out = Path(args.out)
     what = (f"{len(plan.dimensions) if plan.dimensions else 'all'} dimension(s)"
             f"{' (' + ', '.join(plan.dimensions) + ')' if plan.dimensions else ''}, "
-            f"{'first ' + str(plan.limit) if plan.limit else 'all'} items, {args.folds} folds, "
-            f"variants {', '.join(plan.variants)}, {args.bootstrap} bootstrap resamples")
+            f"{'first ' + str(plan.limit) if plan.limit else 'all'} items, {options.folds} "
+            f"folds, variants {', '.join(options.variants)}, references "
+            f"{', '.join(options.references) or 'off'}, {options.n_bootstrap} bootstrap "
+            "resamples")
     print(f"{args.command}: {rubric.name}: {what}; judge LM {settings.lm.model}; "
           f"report and checkpoints in {out}", flush=True)
-    if args.command == "demo" and not getattr(args, "full", False):
-        print(f"demo: the default subset makes {2 * len(plan.dimensions) * plan.limit} judgments "
-              f"(variants {', '.join(plan.variants)}), with "
+    if subset:
+        n_dims = len(plan.dimensions or ())
+        print(f"demo: the default subset makes {len(options.variants) * n_dims * plan.limit} "
+              f"judgments (variants {', '.join(options.variants)}), with "
               f"{DEMO_MEMORY['k']} demos of <= {DEMO_MEMORY['demo_input_tokens']} tokens and "
               f"notebooks cut to {DEMO_MEMORY['item_tokens']} tokens; --full runs every "
               "dimension and item with the configured budgets (hours)", flush=True)
-    result = cross_validate(
-        RubricJudge.from_settings(rubric, settings, lm=lm), labels, variants=plan.variants,
-        folds=args.folds, seed=args.seed, lm=lm,
-        reflection_lm=reflection_lm, embedder=build_embedder(settings.embedder),
-        dimensions=plan.dimensions, limit=plan.limit, n_bootstrap=args.bootstrap, k=mem.k,
-        progress=True, checkpoint_dir=out, resume=args.resume,
-        demo_input_tokens=mem.demo_input_tokens,
-        memalign_options={"max_guidelines": mem.max_guidelines,
-                          "batch_examples": mem.batch_examples,
-                          "dedup_threshold": mem.dedup_threshold,
-                          "grounding": GroundingFilter(margin=mem.grounding_margin)})
+    result = cross_validate(rubric, labels, settings, options)
     paths = write_report(result, out, dataset_card=card)
     print()
     print(format_table(result))
+    for line in reference_warnings(result):
+        print(line)
     for variant, why in result.skipped.items():
         print(f"skipped {variant}: {why}")
     print(f"\nreport: {paths['report']}\nresults: {paths['results']}\nfigure: {paths['figure']}")
@@ -163,5 +167,5 @@ def _log_to_mlflow(result: Any, out: Path, settings: Any) -> None:
         print(f"logged to MLflow: {run}")
 
 
-__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "plan_for",
+__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "options_for", "plan_for",
            "run_cv_command"]

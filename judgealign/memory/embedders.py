@@ -13,8 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from judgealign.config import EmbedderSettings
-from judgealign.errors import ConfigError
+from judgealign.errors import ArtifactError, ConfigError
 
 
 @runtime_checkable
@@ -116,23 +115,20 @@ class LiteLLMEmbedder:
         return {"kind": self.name, "model": self.model_name}
 
 
-def build_embedder(settings: EmbedderSettings) -> Embedder:
-    """The one place that turns embedder settings into an embedder."""
-    if settings.kind == "hashing":
-        return HashingEmbedder(settings.dim)
-    if not settings.model:
-        raise ConfigError(f"embedder.kind = {settings.kind!r} needs embedder.model")
-    if settings.kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(settings.model)
-    return LiteLLMEmbedder(settings.model, api_base=settings.api_base,
-                           api_key_env=settings.api_key_env)
-
-
-def embedder_from_identity(identity: dict[str, Any]) -> Embedder:
-    """Rebuild the embedder a saved index was made with."""
+def embedder_from_identity(identity: Any, *, where: str = "a saved judge") -> Embedder:
+    """Rebuild the embedder a saved index was made with -- only one that runs offline and
+    needs nothing from outside: the hashing embedder. A saved file never makes judgealign
+    load a model or call a service; other embedders must be named by the configuration."""
+    if not isinstance(identity, dict):
+        raise ArtifactError(f"{where}: the embedder entry is not an object")
     kind = identity.get("kind")
     if kind == "hashing":
-        return HashingEmbedder(int(identity.get("dim", 2048)))
-    if kind in ("sentence-transformers", "litellm") and identity.get("model"):
-        return build_embedder(EmbedderSettings(kind=kind, model=identity["model"]))
-    raise ConfigError(f"unknown embedder identity {identity!r}")
+        dim = identity.get("dim", 2048)
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 64 <= dim <= 1 << 20:
+            raise ArtifactError(f"{where}: embedder dim {dim!r} is not an int in [64, 2^20]")
+        return HashingEmbedder(dim)
+    if kind in ("sentence-transformers", "litellm"):
+        raise ConfigError(f"{where} was indexed with the {kind} embedder "
+                          f"{identity.get('model')!r}; configure it explicitly ([embedder] "
+                          f"kind = {kind!r}, model = ...) to load this judge")
+    raise ArtifactError(f"{where}: unknown embedder {identity!r}")

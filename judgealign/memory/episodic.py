@@ -1,77 +1,122 @@
 """Episodic memory: every labelled example, stored in a Chroma collection (cosine space).
 
-The episodes themselves (inputs, expert score, rationale) are the source of truth and are
-kept in full; the Chroma index is derived from them and can always be rebuilt. One
-collection serves all dimensions of a judge, filtered on the ``dimension`` metadata.
+Chroma is the one store of the vectors: nothing keeps a second copy in Python. The episode
+records (inputs, expert score, rationale) are kept beside it in full -- they are small, the
+source of truth, and what a saved judge's ``episodes.jsonl`` holds.
+
+Where the collection lives:
+
+* a judge that was never saved: an in-memory (ephemeral) collection of its own;
+* a loaded judge: the saved persistent index, opened on a private working copy of its files
+  (Chroma writes to the directory it opens, so opening the saved one would modify the saved
+  judge); the saved files are never written;
+* either is dropped with the memory (``close()``, or when the memory is garbage-collected),
+  so cross-validation folds do not pile collections up.
+
+One collection serves all dimensions of a judge, filtered on the ``dimension`` metadata.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import shutil
+import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from judgealign.memory.embedders import Embedder
+from judgealign.memory.records import Episode, item_text
 
-
-@dataclass(frozen=True)
-class Episode:
-    """One labelled example of one dimension: the item, the expert score (None: N/A), why."""
-
-    item_id: str
-    dimension: str
-    inputs: dict[str, str] = field(hash=False)
-    score: int | None
-    rationale: str = ""
-
-    @property
-    def id(self) -> str:
-        return f"{self.item_id}::{self.dimension}"
-
-    @property
-    def content_hash(self) -> str:
-        blob = json.dumps([self.inputs, self.score, self.rationale], sort_keys=True,
-                          ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Episode:
-        return cls(item_id=str(data["item_id"]), dimension=str(data["dimension"]),
-                   inputs={str(k): str(v) for k, v in dict(data["inputs"]).items()},
-                   score=data.get("score"), rationale=str(data.get("rationale") or ""))
-
-
-def item_text(inputs: Mapping[str, str]) -> str:
-    """The text an item is embedded by: its fields in name order."""
-    return "\n\n".join(f"{name}:\n{inputs[name]}" for name in sorted(inputs) if inputs[name])
-
+COLLECTION = "episodes"
+EPISODES_FILE = "episodes.jsonl"
+INDEX_DIR = "chroma"
+_CHUNK = 4000  # Chroma caps the batch size of one call
+_PROBE = 8  # episodes re-embedded to check that a saved index matches the embedder
 
 _CLIENT_LOCK = threading.Lock()  # Chroma's cache of shared systems is not thread-safe
 
 
-def _chroma_client(path: Path | None) -> Any:
-    import chromadb
+def _chroma_settings() -> Any:
     from chromadb.config import Settings
 
-    settings = Settings(anonymized_telemetry=False, allow_reset=False)
-    with _CLIENT_LOCK:
-        if path is None:
-            return chromadb.EphemeralClient(settings=settings)
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+class _Store:
+    """One Chroma collection and what must be released with it."""
+
+    def __init__(self, client: Any, collection: Any, *, workdir: Path | None = None,
+                 persistent: bool = False) -> None:
+        self.client, self.collection = client, collection
+        self.workdir, self.persistent = workdir, persistent
+
+    @classmethod
+    def in_memory(cls) -> _Store:
+        import chromadb
+
+        with _CLIENT_LOCK:
+            client = chromadb.EphemeralClient(settings=_chroma_settings())
+            collection = client.create_collection(
+                name=f"episodes-{uuid.uuid4().hex}", embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}})
+        return cls(client, collection)
+
+    @classmethod
+    def open_copy(cls, saved: Path) -> _Store:
+        """Open a private copy of the persistent index in ``saved`` (never ``saved`` itself)."""
+        import chromadb
+
+        workdir = Path(tempfile.mkdtemp(prefix="judgealign-index-"))
+        try:
+            shutil.copytree(saved, workdir / INDEX_DIR, symlinks=False)
+            with _CLIENT_LOCK:
+                client = chromadb.PersistentClient(path=str(workdir / INDEX_DIR),
+                                                   settings=_chroma_settings())
+                collection = client.get_collection(COLLECTION)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return cls(client, collection, workdir=workdir, persistent=True)
+
+    def close(self) -> None:
+        if self.collection is None:
+            return
+        if self.persistent:
+            _release(self.client)
+        else:
+            try:
+                self.client.delete_collection(self.collection.name)
+            except Exception:  # already gone with its system
+                pass
+        self.client = self.collection = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict]) -> None:
+        for start in range(0, len(ids), _CHUNK):
+            end = start + _CHUNK
+            self.collection.upsert(ids=list(ids[start:end]),
+                                   embeddings=np.asarray(vectors[start:end], dtype=np.float32),
+                                   metadatas=list(metadatas[start:end]))
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), _CHUNK):
+            got = self.collection.get(ids=list(ids[start:start + _CHUNK]),
+                                      include=["embeddings"])
+            for i, v in zip(got["ids"], got["embeddings"], strict=True):
+                out[i] = np.asarray(v, dtype=np.float32)
+        return out
 
 
 class EpisodicMemory:
-    """Labelled examples with their vectors and a Chroma index over them.
+    """Labelled examples and a Chroma index over their item texts.
 
     Parameters
     ----------
@@ -82,11 +127,10 @@ class EpisodicMemory:
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
         self._episodes: dict[str, Episode] = {}
-        self._vectors: dict[str, np.ndarray] = {}
         self._per_dimension: dict[str, int] = {}  # kept up to date: retrieval reads it per call
-        self._collection: Any = None
-        self._client: Any = None
-        self._lock = threading.Lock()  # judging threads race to build the index otherwise
+        self._store: _Store | None = None
+        self._finalizer: Any = None
+        self._lock = threading.Lock()  # judging threads race to create the store otherwise
 
     # --- content ------------------------------------------------------------------------
 
@@ -107,27 +151,36 @@ class EpisodicMemory:
     def _count(self, dimension: str, change: int) -> None:
         self._per_dimension[dimension] = self._per_dimension.get(dimension, 0) + change
 
-    def add(self, episodes: Iterable[Episode], *, vectors: Mapping[str, np.ndarray] | None = None
-            ) -> None:
+    def _attach(self, store: _Store) -> None:
+        self._store = store
+        self._finalizer = weakref.finalize(self, store.close)
+
+    def _ensure_store(self) -> _Store:
+        with self._lock:
+            if self._store is None:
+                self._attach(_Store.in_memory())
+            return self._store
+
+    def add(self, episodes: Iterable[Episode], *,
+            vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """Insert or replace episodes (by id). Each distinct item text is embedded once."""
         episodes = list(episodes)
         if not episodes:
             return
         given = dict(vectors or {})
-        todo = [e for e in episodes if e.id not in given]
-        texts = sorted({item_text(e.inputs) for e in todo})
+        texts = sorted({item_text(e.inputs) for e in episodes if e.id not in given})
         by_text = dict(zip(texts, self.embedder.embed(texts), strict=True)) if texts else {}
+        matrix = np.stack([given[e.id] if e.id in given else by_text[item_text(e.inputs)]
+                           for e in episodes]).astype(np.float32)
+        self._ensure_store().upsert([e.id for e in episodes], matrix,
+                                    [{"dimension": e.dimension, "item_id": e.item_id}
+                                     for e in episodes])
         for e in episodes:
-            vec = given.get(e.id)
-            if vec is None:
-                vec = by_text[item_text(e.inputs)]
-            self._vectors[e.id] = np.asarray(vec, dtype=np.float32)
             old = self._episodes.get(e.id)
             if old is not None:
                 self._count(old.dimension, -1)
             self._episodes[e.id] = e
             self._count(e.dimension, +1)
-        self._index_upsert(episodes)
 
     def remove(self, item_ids: Iterable[str]) -> int:
         """Forget every episode of these items; returns how many were removed."""
@@ -135,130 +188,174 @@ class EpisodicMemory:
         ids = [k for k, e in self._episodes.items() if e.item_id in gone]
         for k in ids:
             self._count(self._episodes.pop(k).dimension, -1)
-            del self._vectors[k]
-        if ids and self._collection is not None:
-            self._collection.delete(ids=ids)
+        if ids and self._store is not None:
+            for start in range(0, len(ids), _CHUNK):
+                self._store.collection.delete(ids=ids[start:start + _CHUNK])
         return len(ids)
 
     # --- retrieval ----------------------------------------------------------------------
 
-    def retrieve(self, inputs: Mapping[str, str], *, dimension: str, k: int) -> list[Episode]:
-        """The ``k`` stored episodes of ``dimension`` nearest to the item (cosine)."""
+    def embed_query(self, inputs: Mapping[str, str]) -> np.ndarray:
+        """The vector an item is retrieved by (compute it once per judged item)."""
+        return self.embedder.embed([item_text(inputs)])[0]
+
+    def retrieve(self, inputs: Mapping[str, str], *, dimension: str, k: int,
+                 vector: np.ndarray | None = None) -> list[Episode]:
+        """The ``k`` stored episodes of ``dimension`` nearest to the item (cosine).
+
+        ``vector`` is the item's :meth:`embed_query` when the caller has it already (one
+        embedding serves every dimension of a judgment).
+        """
         n = self._per_dimension.get(dimension, 0)
         if k <= 0 or n == 0:
             return []
-        query = self.embedder.embed([item_text(inputs)])[0]
-        found = self._index().query(query_embeddings=[query.tolist()], n_results=min(k, n),
-                                    where={"dimension": dimension}, include=["distances"])
+        query = self.embed_query(inputs) if vector is None else vector
+        found = self._ensure_store().collection.query(
+            query_embeddings=[np.asarray(query, dtype=np.float32)], n_results=min(k, n),
+            where={"dimension": dimension}, include=["distances"])
         pairs = sorted(zip(found["distances"][0], found["ids"][0], strict=True))
         return [self._episodes[i] for _, i in pairs if i in self._episodes]
 
-    # --- the Chroma index ---------------------------------------------------------------
-
-    def _index(self) -> Any:
-        with self._lock:
-            if self._collection is None:
-                client = _chroma_client(None)
-                collection = client.create_collection(
-                    name=f"episodes-{uuid.uuid4().hex}", embedding_function=None,
-                    configuration={"hnsw": {"space": "cosine"}})
-                self._client, self._collection = client, collection
-                self._index_upsert(list(self._episodes.values()))
-            return self._collection
-
-    def _index_upsert(self, episodes: Sequence[Episode]) -> None:
-        if self._collection is None or not episodes:
-            return  # built lazily on first retrieval, from everything stored
-        for start in range(0, len(episodes), 4000):  # Chroma caps the batch size
-            chunk = episodes[start:start + 4000]
-            self._collection.upsert(
-                ids=[e.id for e in chunk],
-                embeddings=[self._vectors[e.id].tolist() for e in chunk],
-                metadatas=[{"dimension": e.dimension, "item_id": e.item_id} for e in chunk])
+    # --- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop the in-memory index (it is rebuilt on the next retrieval)."""
-        if self._collection is not None and self._client is not None:
-            try:
-                self._client.delete_collection(self._collection.name)
-            except Exception:  # already gone with its client
-                pass
-        self._collection = self._client = None
+        """Release the Chroma collection (and a loaded index's working copy) now."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._store = self._finalizer = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> EpisodicMemory:
-        # A copy gets its own index, rebuilt from the stored vectors: nothing is re-embedded.
+        # A copy gets its own in-memory collection with the same vectors: nothing is
+        # re-embedded, and changing the copy never touches the original.
         new = EpisodicMemory(self.embedder)
-        new._episodes = dict(self._episodes)
-        new._vectors = dict(self._vectors)
-        new._per_dimension = dict(self._per_dimension)
+        if self._episodes:
+            ids = sorted(self._episodes)
+            vectors = self._store.vectors(ids) if self._store is not None else {}
+            new.add([self._episodes[i] for i in ids], vectors=vectors)
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        raise TypeError("EpisodicMemory is saved with judgealign.artifacts, never pickled")
+        raise TypeError("EpisodicMemory is saved with save()/open(), never pickled")
 
-    # --- persistence (used by judgealign.artifacts) --------------------------------------
+    # --- state and persistence ----------------------------------------------------------
 
-    def write_episodes(self, path: Path) -> None:
-        with path.open("w", encoding="utf-8") as fh:
-            for e in self.episodes():
-                fh.write(json.dumps(e.to_dict(), ensure_ascii=False, sort_keys=True) + "\n")
-
-    def write_index(self, directory: Path) -> None:
-        """Write a persistent Chroma index of every episode into ``directory``."""
-        client = _chroma_client(directory)
-        collection = client.get_or_create_collection(
-            name="episodes", embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}})
-        episodes = self.episodes()
-        for start in range(0, len(episodes), 4000):
-            chunk = episodes[start:start + 4000]
-            collection.upsert(ids=[e.id for e in chunk],
-                              embeddings=[self._vectors[e.id].tolist() for e in chunk],
-                              metadatas=[{"dimension": e.dimension, "item_id": e.item_id}
-                                         for e in chunk])
-        _release(client)
+    def dump_state(self) -> dict[str, Any]:
+        """The memory as JSON data: the embedder's identity and every record (no vectors)."""
+        return {"embedder": self.embedder.identity(),
+                "episodes": [e.to_dict() for e in self.episodes()]}
 
     @classmethod
-    def read(cls, episodes_path: Path, index_dir: Path, embedder: Embedder
-             ) -> tuple[EpisodicMemory, str | None]:
-        """Load episodes and their index; returns the memory and, if the index could not be
-        used (missing, unreadable, or disagreeing with the episodes), why it was rebuilt."""
-        episodes = [Episode.from_dict(json.loads(line))
-                    for line in episodes_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
+    def from_state(cls, state: Mapping[str, Any], embedder: Embedder) -> EpisodicMemory:
+        """A fresh in-memory memory holding the records of ``state`` (re-embedded)."""
         memory = cls(embedder)
+        memory.add(Episode.from_dict(e) for e in state.get("episodes", []))
+        return memory
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``episodes.jsonl`` and a persistent Chroma index into ``directory``."""
+        import chromadb
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        episodes = self.episodes()
+        with (directory / EPISODES_FILE).open("w", encoding="utf-8") as fh:
+            for e in episodes:
+                fh.write(json.dumps(e.to_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+        with _CLIENT_LOCK:
+            client = chromadb.PersistentClient(path=str(directory / INDEX_DIR),
+                                               settings=_chroma_settings())
+        try:
+            collection = client.get_or_create_collection(
+                name=COLLECTION, embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}})
+            store = _Store(client, collection, persistent=True)
+            if episodes:
+                ids = [e.id for e in episodes]
+                vectors = self._store.vectors(ids) if self._store is not None else {}
+                missing = [e for e in episodes if e.id not in vectors]
+                if missing:  # never indexed (no store yet): embed now
+                    fresh = self.embedder.embed([item_text(e.inputs) for e in missing])
+                    vectors.update({e.id: v for e, v in zip(missing, fresh, strict=True)})
+                store.upsert(ids, np.stack([vectors[i] for i in ids]),
+                             [{"dimension": e.dimension, "item_id": e.item_id}
+                              for e in episodes])
+        finally:
+            _release(client)
+
+    @classmethod
+    def open(cls, directory: str | Path, embedder: Embedder, *, episodes: Sequence[Episode],
+             trust_index: bool = True) -> tuple[EpisodicMemory, str | None]:
+        """Open a saved memory read-only: retrieval queries the saved index (on a private
+        working copy). ``episodes`` are the verified records of ``episodes.jsonl``.
+
+        Returns the memory and, when the saved index could not be used (missing, unreadable,
+        other ids than the records, or vectors another embedder made), why it was rebuilt in
+        memory from the records instead -- the saved files are left as they are either way.
+        """
+        directory = Path(directory)
+        memory = cls(embedder)
+        index = directory / INDEX_DIR
         problem = None
-        vectors: dict[str, np.ndarray] = {}
-        if not index_dir.is_dir():
+        store = None
+        if not trust_index:
+            problem = "the Chroma index files do not match the manifest"
+        elif not index.is_dir() or index.is_symlink():
             problem = "the Chroma index is missing"
         else:
             try:
-                client = _chroma_client(index_dir)
-                got = client.get_collection("episodes").get(include=["embeddings"])
-                vectors = {i: np.asarray(v, dtype=np.float32)
-                           for i, v in zip(got["ids"], got["embeddings"], strict=True)}
-                _release(client)
-                if set(vectors) != {e.id for e in episodes}:
+                store = _Store.open_copy(index)
+                ids = sorted(e.id for e in episodes)
+                if store.collection.count() != len(ids):
                     problem = "the Chroma index holds other ids than episodes.jsonl"
-                elif episodes:
-                    # The index must be what this embedder makes of these episodes.
-                    probe = episodes[: min(8, len(episodes))]
-                    fresh = embedder.embed([item_text(e.inputs) for e in probe])
-                    stored = np.stack([vectors[e.id] for e in probe])
-                    if not np.allclose(fresh, stored, atol=1e-4):
-                        problem = "the Chroma index vectors do not match the episodes"
+                elif ids:
+                    probe = sorted(episodes, key=lambda e: e.id)[:_PROBE]
+                    stored = store.vectors([e.id for e in probe])
+                    if set(stored) != {e.id for e in probe}:
+                        problem = "the Chroma index holds other ids than episodes.jsonl"
+                    else:
+                        fresh = embedder.embed([item_text(e.inputs) for e in probe])
+                        if not np.allclose(fresh, np.stack([stored[e.id] for e in probe]),
+                                           atol=1e-4):
+                            problem = "the Chroma index vectors do not match the episodes"
             except Exception as exc:  # a corrupt index is derived data: rebuild it
                 problem = f"the Chroma index cannot be read ({type(exc).__name__})"
-        memory.add(episodes, vectors=None if problem else vectors)
+        if problem is None and store is not None:
+            memory._attach(store)
+            for e in episodes:
+                memory._episodes[e.id] = e
+                memory._count(e.dimension, +1)
+        else:
+            if store is not None:
+                store.close()
+            memory.add(episodes)
         return memory, problem
 
 
-def _release(client: Any) -> None:
-    """Close a persistent client so its directory can be moved or deleted."""
-    try:
-        from chromadb.api.client import SharedSystemClient
+def read_episodes(path: Path) -> list[dict[str, Any]]:
+    """The raw rows of an ``episodes.jsonl`` (validation is the caller's)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
 
-        client._system.stop()
-        SharedSystemClient.clear_system_cache()
-    except Exception:  # older/newer chromadb: nothing more we can do
+
+def _release(client: Any) -> None:
+    """Stop a persistent client's system so its directory can be moved or deleted."""
+    try:
+        from chromadb.api.shared_system_client import SharedSystemClient
+    except ImportError:  # older chromadb
+        try:
+            from chromadb.api.client import SharedSystemClient
+        except ImportError:
+            return
+    try:
+        system = client._system
+        system.stop()
+        cache = getattr(SharedSystemClient, "_identifier_to_system", {})
+        with _CLIENT_LOCK:
+            for key, value in list(cache.items()):
+                if value is system:
+                    del cache[key]
+    except Exception:  # nothing more we can do; the directory may stay open until exit
         pass
+
+
+__all__ = ["Episode", "EpisodicMemory", "item_text", "read_episodes"]

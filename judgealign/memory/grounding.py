@@ -15,17 +15,21 @@ that exists), ``restates_rubric`` or ``ungrounded``. The defaults were chosen so
 hashing embedder an unrelated sentence scores far below its null while a rule phrased with the
 evidence's own vocabulary passes; they are parameters because other embedders have other
 similarity scales.
+
+The filter is the same for every reflection mode (cited, per-example, extractive): only the
+way ``sources`` were obtained differs. An extractive guideline is a sentence of its own
+evidence, so it passes unless it restates the rubric or reads more like another dimension.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from judgealign.memory.embedders import Embedder
-from judgealign.memory.episodic import Episode, item_text
+from judgealign.memory.records import Episode, item_text
 from judgealign.memory.semantic import Guideline
 from judgealign.signatures.rubric import Rubric
 
@@ -97,8 +101,9 @@ class GroundingFilter:
             support = float(np.max(embedder.embed(evidence) @ vec))
             null = float(np.max(null_vecs @ vec))
             restate = float(np.max(rubric_vecs @ vec))
-            scored = Guideline(g.text, g.dimension, tuple(e.item_id for e in cited),
-                               support=len(cited), grounding=round(support - null, 4))
+            # replace(), not a new Guideline: mode, scores and validation travel with it.
+            scored = replace(g, sources=tuple(e.item_id for e in cited), support=len(cited),
+                             grounding=round(support - null, 4))
             if restate >= self.restate_threshold:
                 rejected.append(scored.rejected("restates_rubric"))
             elif support < self.min_support or support - null < self.margin:

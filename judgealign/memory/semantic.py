@@ -15,8 +15,15 @@ from typing import Any, Literal
 import numpy as np
 
 Reason = Literal["ungrounded", "duplicate", "restates_rubric", "no_sources", "over_cap",
-                 "failed_validation", "empty", "too_long"]
+                 "failed_validation", "empty", "too_long", "too_short"]
+# How a guideline was made: ``cited`` (a reflection LM read a batch of examples and cited the
+# ones it drew on), ``per-example`` (a reflection LM read one example or one contrasting pair;
+# its sources are that example or pair), ``extractive`` (no LM: the most central sentence of a
+# cluster of expert rationales).
+Mode = Literal["cited", "per-example", "extractive"]
+MODES: tuple[Mode, ...] = ("cited", "per-example", "extractive")
 GUIDELINES_HEADING = "Guidelines learned from expert reviewers (apply them):"
+MAX_GUIDELINE_CHARS = 300  # longer guidelines are rejected as too_long: they bloat every prompt
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,13 @@ class Guideline:
 
     ``support`` counts the distinct examples behind it (grows when duplicates merge);
     ``grounding`` is the similarity score the grounding filter measured (None if not checked).
+    ``mode`` says how it was made (see :data:`Mode`; data saved before modes existed loads as
+    ``cited``). ``scores`` is the expert score the examples of an extractive guideline got
+    (``"1"``, ``"N/A"``: extractive clusters never mix score levels, see
+    :mod:`judgealign.memory.extractive`); it is rendered after the text, "(experts scored 1)",
+    so the judge knows which way the remark points; ``None`` for LM-written guidelines, which
+    say so in their own words. ``validation`` is the mean error against the expert labels on
+    held-out training examples, ``(without, with)`` the guideline (``None``: not validated).
     """
 
     text: str
@@ -33,6 +47,14 @@ class Guideline:
     support: int = 1
     grounding: float | None = None
     reason: Reason | None = None  # set on rejected guidelines only
+    mode: Mode = "cited"
+    scores: str | None = None
+    validation: tuple[float, float] | None = None
+
+    @property
+    def rendered(self) -> str:
+        """The line the judge reads: the text, and the experts' scores when known."""
+        return f"{self.text} (experts scored {self.scores})" if self.scores else self.text
 
     @property
     def id(self) -> str:
@@ -48,13 +70,18 @@ class Guideline:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sources"] = list(self.sources)
+        data["validation"] = list(self.validation) if self.validation is not None else None
         data["id"] = self.id
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Guideline:
+        """Inverse of :meth:`to_dict`; fields missing from older data take their defaults."""
         fields = {k: v for k, v in data.items() if k != "id"}
         fields["sources"] = tuple(fields.get("sources", ()))
+        if fields.get("validation") is not None:
+            without, with_it = fields["validation"]
+            fields["validation"] = (float(without), float(with_it))
         return cls(**fields)
 
 
@@ -63,7 +90,7 @@ def render_guidelines(guidelines: Sequence[Guideline]) -> str:
     if not guidelines:
         return ""
     lines = [GUIDELINES_HEADING]
-    lines += [f"- {g.text}" for g in guidelines]
+    lines += [f"- {g.rendered}" for g in guidelines]
     return "\n".join(lines)
 
 
@@ -73,7 +100,9 @@ def merge_duplicates(kept: Sequence[Guideline], new: Sequence[Guideline], vector
     """Fold each new guideline into an existing near-duplicate (cosine >= threshold).
 
     Shapes: ``vectors_kept`` (len(kept), d), ``vectors_new`` (len(new), d), L2-normalised.
-    The survivor keeps its text and gains the duplicate's sources. Returns the updated
+    The survivor keeps its text (and mode, scores, validation) and gains the duplicate's
+    sources. Two extractive remarks attached to different score levels are never merged:
+    the same words said of a 1 and of a 3 are a contrast, not a repeat. Returns the updated
     guidelines (old first, then genuinely new ones) and the duplicates, marked rejected.
     """
     pool = list(kept)
@@ -82,6 +111,9 @@ def merge_duplicates(kept: Sequence[Guideline], new: Sequence[Guideline], vector
     for g, vec in zip(new, vectors_new, strict=True):
         if pool_vecs:
             sims = np.stack(pool_vecs) @ vec
+            for i, other in enumerate(pool):
+                if other.scores and g.scores and other.scores != g.scores:
+                    sims[i] = -np.inf
             best = int(np.argmax(sims))
             if float(sims[best]) >= threshold:
                 target = pool[best]

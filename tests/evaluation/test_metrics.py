@@ -1,4 +1,5 @@
-"""Tests of judgealign.evaluation.metrics: N/A conventions, QWK, Spearman, validation."""
+"""Tests of judgealign.evaluation.metrics: charged MAE, N/A conventions, QWK, Spearman,
+validation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from judgealign.evaluation.metrics import (
     abs_errors,
     agreement,
     average_ranks,
+    charged_errors,
+    item_charge,
     quadratic_weighted_kappa,
     spearman,
 )
@@ -123,7 +126,10 @@ def test_agreement_na_conventions() -> None:
     res = agreement(HUMAN, JUDGE, levels=[1, 2, 3])
     assert (res.n_items, res.n_failed, res.n_scored, res.n_both_na) == (8, 0, 5, 1)
     assert (res.n_na_confusion, res.n_na_human_only, res.n_na_judge_only) == (2, 1, 1)
-    assert res.mae == pytest.approx((0 + 1 + 2 + 0 + 1) / 5)
+    assert res.mae_scored == pytest.approx((0 + 1 + 2 + 0 + 1) / 5)
+    # Charged over all 8: item 4 (human N/A, judge 2) costs 3 - 1 = 2, item 5 (human 2,
+    # judge N/A) max(2 - 1, 3 - 2) = 1, both-N/A item 3 costs 0.
+    assert res.mae == pytest.approx((0 + 1 + 2 + 0 + 2 + 1 + 0 + 1) / 8)
     # exact: items 0, 6 plus both-N/A item 3, over all 8 evaluated items.
     assert res.exact == pytest.approx(3 / 8)
     # within one: items 0, 1, 6, 7 plus item 3.
@@ -141,7 +147,9 @@ def test_agreement_failed_items_are_excluded_and_counted() -> None:
     res = agreement(HUMAN, judge, levels=[1, 2, 3], failed=failed)
     assert (res.n_items, res.n_failed, res.n_scored, res.n_both_na) == (8, 2, 4, 0)
     assert res.n_na_confusion == 2
-    assert res.mae == pytest.approx((0 + 2 + 0 + 1) / 4)
+    assert res.mae_scored == pytest.approx((0 + 2 + 0 + 1) / 4)
+    # Failed item 1 (human 2) costs max(1, 1) = 1; failed item 3 (human N/A) costs 2.
+    assert res.mae == pytest.approx((0 + 1 + 2 + 2 + 2 + 1 + 0 + 1) / 8)
     assert res.exact == pytest.approx(2 / 6)
     assert res.within_one == pytest.approx(3 / 6)
 
@@ -157,14 +165,18 @@ def test_agreement_count_invariants() -> None:
     assert res.n_na_confusion == res.n_na_human_only + res.n_na_judge_only
     errors, valid = abs_errors(human, judge, failed)
     assert int(valid.sum()) == res.n_scored
-    assert float(np.nanmean(errors)) == pytest.approx(res.mae)
+    assert float(np.nanmean(errors)) == pytest.approx(res.mae_scored)
+    charged = charged_errors(human, judge, failed, levels=range(5))
+    assert not np.any(np.isnan(charged)) and float(charged.mean()) == pytest.approx(res.mae)
+    np.testing.assert_array_equal(charged[valid], errors[valid])  # scored items: |h - j|
 
 
 def test_agreement_degenerate_cases() -> None:
     all_failed = agreement([1, 2], [1, 2], levels=[1, 2], failed=[True, True])
     assert all_failed.n_failed == 2 and all_failed.n_scored == 0
+    assert all_failed.mae == 1.0  # human 1 and 2 on a 1..2 scale: each failure costs 1
     for value in (
-        all_failed.mae,
+        all_failed.mae_scored,
         all_failed.exact,
         all_failed.within_one,
         all_failed.qwk,
@@ -172,9 +184,10 @@ def test_agreement_degenerate_cases() -> None:
     ):
         assert math.isnan(value)
     only_na = agreement([None, None], [None, 1], levels=[1, 2])
-    assert only_na.exact == 0.5 and only_na.within_one == 0.5 and math.isnan(only_na.mae)
+    assert only_na.exact == 0.5 and only_na.within_one == 0.5
+    assert math.isnan(only_na.mae_scored) and only_na.mae == 0.5  # the N/A mismatch costs 1
     empty = agreement([], [], levels=[1, 2])
-    assert empty.n_items == 0 and math.isnan(empty.exact)
+    assert empty.n_items == 0 and math.isnan(empty.exact) and math.isnan(empty.mae)
 
 
 def test_agreement_accepts_numpy_ints() -> None:
@@ -235,3 +248,49 @@ def test_abs_errors_validation() -> None:
         abs_errors([1], [1, 2])
     with pytest.raises(ValueError, match=r"human\[0\] = '3'"):
         abs_errors(["3"], [1])
+
+
+# --- charged errors: failures and N/A count -----------------------------------------------
+
+
+def test_item_charges_follow_the_documented_table() -> None:
+    lo, hi = 1, 3
+    assert item_charge(2, 3, False, lo, hi) == 1.0
+    assert item_charge(None, None, False, lo, hi) == 0.0
+    assert item_charge(1, None, True, lo, hi) == 2.0  # failed: worst a level could do
+    assert item_charge(2, None, True, lo, hi) == 1.0
+    assert item_charge(3, None, False, lo, hi) == 2.0  # judge N/A: like a failure
+    assert item_charge(None, 2, False, lo, hi) == 2.0  # human N/A, judge a level
+    assert item_charge(None, None, True, lo, hi) == 2.0  # human N/A, judge failed
+
+
+def test_failing_on_the_hardest_items_gives_a_worse_headline_mae() -> None:
+    # The issue's example: 8 items, the LM fails on the 4 whose human score is 1.
+    human = [1, 1, 1, 1, 3, 3, 3, 3]
+    failing = [None, None, None, None, 3, 3, 3, 3]
+    failed = [True] * 4 + [False] * 4
+    answering = [2, 2, 2, 2, 3, 3, 3, 3]  # answers them, one level off
+    fails = agreement(human, failing, levels=[1, 2, 3], failed=failed)
+    answers = agreement(human, answering, levels=[1, 2, 3])
+    assert fails.mae_scored == 0.0 and fails.n_failed == 4  # what the old table showed
+    assert fails.mae == pytest.approx(4 * 2 / 8) and answers.mae == pytest.approx(4 * 1 / 8)
+    assert fails.mae > answers.mae
+
+
+@pytest.mark.parametrize("levels", [[1, 2, 3], [0, 1, 2, 3, 4]])
+def test_abstaining_is_never_cheaper_than_any_level(levels: list[int]) -> None:
+    for h in [*levels, None]:
+        abstain = float(charged_errors([h], [None], levels=levels)[0])
+        fail = float(charged_errors([h], [None], [True], levels=levels)[0])
+        answers = [float(charged_errors([h], [j], levels=levels)[0]) for j in levels]
+        if h is None:
+            assert abstain == 0.0 and min(answers) == fail == max(levels) - min(levels)
+        else:
+            assert abstain == fail == max(answers) >= min(answers) == 0.0
+
+
+def test_charged_errors_validation() -> None:
+    with pytest.raises(ValueError, match=r"judge\[0\] = 7 is not one of levels"):
+        charged_errors([1], [7], levels=[1, 2, 3])
+    # A failed judgment's judge entry is not range-checked.
+    assert charged_errors([1], [7], [True], levels=[1, 2, 3]).tolist() == [2.0]
