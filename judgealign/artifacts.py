@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from judgealign.errors import ArtifactError
+from judgealign.textfiles import file_sha256
 
 FORMAT_VERSION = 2
 MANIFEST = "judge.json"
@@ -400,11 +401,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _versions() -> dict[str, str]:

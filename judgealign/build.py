@@ -27,6 +27,7 @@ from judgealign.config import (
     ScoringSettings,
     Settings,
     load_config,
+    with_overrides,
 )
 from judgealign.errors import ConfigError
 
@@ -49,9 +50,7 @@ def settings_from(config: Settings | str | Path | None = None, *,
     """``config`` as :class:`Settings`: a Settings (copied when overridden), a TOML path, or
     ``None`` (``./judgealign.toml`` and the environment)."""
     if isinstance(config, Settings):
-        if not overrides:
-            return config
-        return Settings.model_validate(_merge(config.model_dump(), dict(overrides)))
+        return with_overrides(config, overrides)
     return load_config(config, overrides=overrides)
 
 
@@ -255,16 +254,6 @@ def load_judge(path: str | Path, lm: Any = None, *, config: Settings | str | Pat
         else:
             judge.set_lm(lm)
     return judge
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 __all__ = ["BASELINE", "FEWSHOT_VARIANTS", "UNSUPPORTED_VARIANTS", "VARIANTS", "compile",

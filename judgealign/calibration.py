@@ -46,12 +46,13 @@ more than :data:`SE_MARGIN` (2) standard errors of the per-row error differences
 margin, and still with one standard error, a candidate that won the training CV by a tenth of
 a level (two rows of 24) went on to lose to the prior on held-out items (measured with
 ``benchmarks.calibration --dry-run``), and the point of calibration is never to be worse than
-the constant. ``reason`` says what was chosen and why. Logistic regression
-was chosen over isotonic regression on the expected score because it
-can use the neighbours' label distribution as well as the judge's, and with its L2 penalty
-and at most 2 x (levels) features it stays stable on 20-50 labels; isotonic regression on one
-score is monotone by construction, so a judge that ranks nothing (Spearman about 0, as the
-embedded 135M model does) gives it nothing to work with. With fewer than
+the constant. ``reason`` says what was chosen and why.
+
+Logistic regression was chosen over isotonic regression on the expected score because it can
+use the neighbours' label distribution as well as the judge's (isotonic regression maps one
+score, monotonically: a judge that ranks nothing, as the embedded 135M model with Spearman
+about 0, leaves it nothing to work with), and with its L2 penalty and 2 x (levels) features it
+stays stable on 20-50 labels. With fewer than
 :data:`MIN_LABELS` judged training items (or a single group), nothing is fitted (kind
 ``none``) and the ``calibrated`` policy scores as ``expected``.
 

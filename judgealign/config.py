@@ -295,6 +295,18 @@ class _Layered(Settings, BaseSettings):
         return tuple(source for _, source in request.sources)
 
 
+def with_overrides(settings: Settings, overrides: Mapping[str, Any] | None) -> Settings:
+    """``settings`` with ``overrides`` (nested or dotted keys, as in :func:`load_config`)
+    applied on top, validated again; ``settings`` itself is left as it is."""
+    if not overrides:
+        return settings
+    extra = _nested(dict(overrides))
+    try:
+        return Settings.model_validate(_deep_merge(settings.model_dump(), extra))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, [("overrides", extra)])) from None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     text = read_text(path, error=ConfigError, what="config file")
     try:

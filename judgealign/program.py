@@ -331,11 +331,13 @@ class RubricJudge(dspy.Module):
         Fixes the LM of every dimension. ``None``: DSPy's configured LM when there is one,
         else the LM of judgealign's configuration (``judgealign.toml``, the environment, else
         the embedded model).
-    k, demo_input_tokens, item_tokens, layout
-        See :class:`DimensionJudge`. Defaults 3, 350, None, ``"item-first"``.
+    k, demo_input_tokens, item_tokens, layout, policy
+        See :class:`DimensionJudge`. Defaults 3, 350, None, ``"item-first"``,
+        ``"calibrated"``.
 
-    Its whole state -- guidelines (kept and rejected), per-dimension options, the ledger of
-    distilled examples and the episodic memory's records -- goes through :meth:`dump_state`
+    Its whole state -- guidelines (kept and rejected), per-dimension options, score policies
+    and calibrations, the ledger of distilled examples and the episodic memory's records --
+    goes through :meth:`dump_state`
     and :meth:`load_state` (DSPy's protocol, extended); :meth:`save` writes it as a judge
     directory.
     """

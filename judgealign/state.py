@@ -8,7 +8,7 @@ never half-applied.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,6 +17,9 @@ STATE_FORMAT = 1
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_M = TypeVar("_M", bound=_Strict)
 
 
 class PredictorState(_Strict):
@@ -119,17 +122,17 @@ def validate_state(data: Any, *, where: str = "judge state") -> JudgeState:
     if data.get("format") != STATE_FORMAT:
         raise ValueError(f"{where}: state format {data.get('format')!r}; this judgealign "
                          f"reads format {STATE_FORMAT}")
-    try:
-        return JudgeState.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ValueError(f"{where}: field {field}: {err['msg']}") from None
+    return _validated(JudgeState, data, where)
 
 
 def validate_episode(data: Any, *, where: str) -> EpisodeState:
+    """One row of ``episodes.jsonl`` as an :class:`EpisodeState` (``ValueError`` if not)."""
+    return _validated(EpisodeState, data, where)
+
+
+def _validated(model: type[_M], data: Any, where: str) -> _M:
     try:
-        return EpisodeState.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"

@@ -13,6 +13,7 @@ This module imports nothing heavy: the CLI's ``--help`` path may import it.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import os
 import stat
@@ -118,3 +119,12 @@ def describe_json_error(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (model files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

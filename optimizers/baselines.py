@@ -320,7 +320,7 @@ def _student(judge: RubricJudge, dim: str) -> DimensionJudge:
     (DSPy resets its predictor's LM, so the caller runs it under ``dspy.context(lm=...)``)."""
     source = judge.judges[dim]
     student = DimensionJudge(judge.rubric, dim, k=0, demo_input_tokens=source.demo_input_tokens,
-                             max_attempts=source.max_attempts)
+                             max_attempts=source.max_attempts, layout=source.layout)
     student.set_guidelines(source.guidelines)
     return student
 

