@@ -1,7 +1,7 @@
 """A saved judge as an MLflow ``pyfunc`` model (see :func:`judgealign.tracking.log_judge_model`).
 
 The model carries the judge directory as its artifact ``"judge"``; loading it verifies that
-directory like :func:`judgealign.artifacts.load` does, and no judgealign object is pickled
+directory like :func:`judgealign.load` does, and no judgealign object is pickled
 except this small class (by reference, so the serving environment needs judgealign installed).
 
 Which LM a served judge uses is decided once, when the model is loaded (the LM a judge was
