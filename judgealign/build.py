@@ -140,18 +140,14 @@ def memalign_options(memory: MemorySettings, scoring: ScoringSettings | None = N
         if memory.grounding else None,
         "validate": memory.validate_guidelines,
         "validation_budget": memory.validation_budget,
+        "validation_items": memory.validation_items,
+        "reflection": memory.reflection,
+        "max_reflection_calls": memory.max_reflection_calls,
     }
-    # Fields added by later settings (reflection mode, ...) pass through by name.
-    for name in _EXTRA_MEMALIGN_FIELDS:
-        if name in MemorySettings.model_fields:
-            options[name] = getattr(memory, name)
     if scoring is not None:
         options["policy"] = scoring.policy
     return options
 
-
-# MemorySettings fields that are MemAlign keyword arguments of the same name.
-_EXTRA_MEMALIGN_FIELDS = ("reflection", "max_reflection_calls", "validation_items")
 
 
 def optimizer(settings: Settings, variant: str = "memalign", *, program: Any = None,
