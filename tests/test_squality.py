@@ -1,6 +1,6 @@
 """The bundled SQuALITY human-feedback set: loader, counts, references, scale, card, builder.
 
-Offline and fast. Never reads the source folder (``../shared``): the builder's pure functions
+Offline and fast. Never reads the builder's source folder: the builder's pure functions
 are exercised on data made here, and the bundled files are checked against each other.
 """
 

@@ -3,12 +3,11 @@
 Source: nyu-mll/SQuALITY (commit dc08d4f), ``data/human-eval/all-responses.jsonl`` and
 ``data/v1-3/txt/test.jsonl`` (data CC BY 4.0; the stories are Project Gutenberg texts), kept
 unchanged as ``human-eval-all-responses.jsonl`` and ``stories-v1-3-test.jsonl`` in a source
-folder (default ``../shared/data/squality`` next to the repository). Run from the repository
+folder given with ``--source`` (a developer's copy of the public files). Run from the repository
 root::
 
-    python datasets/squality_build/build.py                  # (re)write datasets/squality/
-    python datasets/squality_build/build.py --check          # exit 1 if the committed files differ
-    python datasets/squality_build/build.py --source DIR     # read the source files from DIR
+    python datasets/squality_build/build.py --source DIR          # (re)write datasets/squality/
+    python datasets/squality_build/build.py --source DIR --check  # exit 1 if the files differ
 
 A developer tool: it is not package data, nothing runs it at run time, and tests only exec its
 pure functions (``to_level``, ``rationale_for``, ``choose_reference``, the statistics) on data
@@ -49,7 +48,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "datasets" / "squality"
-SOURCE = ROOT.parent / "shared" / "data" / "squality"
 EVAL_FILE = "human-eval-all-responses.jsonl"
 STORIES_FILE = "stories-v1-3-test.jsonl"
 LICENCE_FILES = ("LICENSE", "GUTENBERG_LICENSE")
@@ -544,7 +542,7 @@ def _on_disk(path: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=SOURCE,
+    parser.add_argument("--source", type=Path, required=True,
                         help=f"folder with {EVAL_FILE}, {STORIES_FILE} and the licences")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--check", action="store_true",
