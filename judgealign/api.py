@@ -39,9 +39,7 @@ def align(program: Any, labels: Any, *, optimizer: Any = None, config: Any = Non
 
     settings = build.settings_from(config)
     if isinstance(labels, str | Path):
-        path = str(labels)
-        labels = (LabelSet.from_csv(path, rubric=program.rubric) if path.endswith(".csv")
-                  else LabelSet.from_jsonl(path, rubric=program.rubric))
+        labels = LabelSet.from_file(labels, rubric=program.rubric)
     elif not isinstance(labels, LabelSet):
         labels = LabelSet.from_records(list(labels), rubric=program.rubric)
     if optimizer is None:

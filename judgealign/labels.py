@@ -128,6 +128,13 @@ class LabelSet:
         return out.validate(rubric, strict=strict) if rubric is not None else out
 
     @classmethod
+    def from_file(cls, path: str | Path, *, rubric: Rubric | None = None,
+                  strict: bool = False, allowed_root: str | Path | None = None) -> LabelSet:
+        """Labels from a ``.csv`` file (:meth:`from_csv`) or else JSONL (:meth:`from_jsonl`)."""
+        read = cls.from_csv if str(path).endswith(".csv") else cls.from_jsonl
+        return read(path, rubric=rubric, strict=strict, allowed_root=allowed_root)
+
+    @classmethod
     def from_jsonl(cls, path: str | Path, *, rubric: Rubric | None = None,
                    strict: bool = False, allowed_root: str | Path | None = None) -> LabelSet:
         """Labels from a JSONL file, one JSON object per line (blank lines are skipped).

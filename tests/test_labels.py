@@ -161,3 +161,14 @@ def test_csv_line_numbers_count_multiline_cells(tmp_path, tiny_rubric):
     with pytest.raises(LabelError) as err:
         LabelSet.from_csv(path, rubric=tiny_rubric)
     assert err.value.problems == [f"{path}:5: score 9 is not on the scale [1, 2, 3]"]
+
+
+def test_from_file_reads_csv_by_its_suffix_and_jsonl_otherwise(tmp_path, tiny_rubric):
+    from judgealign.labels import LabelSet
+
+    (tmp_path / "l.csv").write_text("item_id,answer,dimension,score\na,x,correctness,2\n")
+    (tmp_path / "l.jsonl").write_text('{"item_id": "a", "inputs": {"answer": "x"}, '
+                                      '"dimension": "correctness", "score": 2}\n')
+    for name in ("l.csv", "l.jsonl"):
+        labels = LabelSet.from_file(tmp_path / name, rubric=tiny_rubric)
+        assert [(lab.item_id, lab.score) for lab in labels] == [("a", 2)]

@@ -41,6 +41,7 @@ import numpy as np
 from judgealign.errors import ConfigError, LabelError
 from judgealign.evaluation.bootstrap import paired_bootstrap
 from judgealign.evaluation.metrics import Agreement, agreement, charged_errors
+from judgealign.evaluation.report import md_table
 
 FAILED = "FAILED"
 NA_LABEL = "N/A"
@@ -550,9 +551,7 @@ def _labelset(labels: Any, rubric: Any) -> Any:
     if isinstance(labels, LabelSet):
         return labels.validate(rubric)
     if isinstance(labels, str | Path):
-        path = str(labels)
-        return (LabelSet.from_csv(path, rubric=rubric) if path.endswith(".csv")
-                else LabelSet.from_jsonl(path, rubric=rubric))
+        return LabelSet.from_file(labels, rubric=rubric)
     return LabelSet.from_records(list(labels), rubric=rubric)
 
 
@@ -630,9 +629,7 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(md_table(header, rows))
 
 
 def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -211,7 +211,8 @@ def _align(rows: Sequence[Sequence[str]], *, right_from: int) -> str:
 # --- report.md ---------------------------------------------------------------------------------
 
 
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: header, rule, one line per row."""
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
@@ -347,7 +348,7 @@ def _mae_section(result: CVResult, figure: str | None) -> list[str]:
             rows.append([_dim_name(result, dim), _kind_label(result, v), str(m["n"]),
                          _num(m["mae"]), _ci_plain(m["ci_low"], m["ci_high"]),
                          str(m["n_failed"]), _num(m["mae_scored"])])
-    lines += _md_table(["dimension", "row", "n", "MAE (failures charged)", f"MAE {conf}% CI",
+    lines += md_table(["dimension", "row", "n", "MAE (failures charged)", f"MAE {conf}% CI",
                         "failed", "MAE over scored items only"], rows)
     lines.append("")
     if figure:
@@ -369,7 +370,7 @@ def _comparison_sections(result: CVResult) -> list[str]:
                          _ci(c["ci_low"], c["ci_high"]), _sig(c),
                          _pct(c["relative_reduction"])])
     if rows:
-        lines += _md_table(["dimension", "variant", "n", "MAE baseline → variant", "change",
+        lines += md_table(["dimension", "variant", "n", "MAE baseline → variant", "change",
                             "95% CI", "significant", "relative error reduction"], rows)
     else:
         lines.append("(no comparison: baseline was not among the variants)")
@@ -387,7 +388,7 @@ def _comparison_sections(result: CVResult) -> list[str]:
                          f"{_num(c['mae_a'])} → {_num(c['mae_b'])}", _signed(c["diff"]),
                          _ci(c["ci_low"], c["ci_high"]), _sig(c)])
     if rows:
-        lines += _md_table(["dimension", "variant", "reference", "n", "MAE reference → variant",
+        lines += md_table(["dimension", "variant", "reference", "n", "MAE reference → variant",
                             "change", "95% CI", "significant"], rows)
     else:
         lines.append("(no comparison: the reference predictors were switched off)")
@@ -412,7 +413,7 @@ def _agreement_section(result: CVResult) -> list[str]:
                          _num(a.within_one), _num(a.qwk), _num(a.spearman),
                          str(a.n_na_human_only), str(a.n_na_judge_only), str(a.n_both_na),
                          str(a.n_failed)])
-    lines += _md_table(["dimension", "row", "items", "scored", "MAE (failures charged)",
+    lines += md_table(["dimension", "row", "items", "scored", "MAE (failures charged)",
                         "MAE scored only", "exact", "within one", "QWK", "Spearman",
                         "N/A human only", "N/A judge only", "both N/A", "failed"], rows)
     lines.append("")
@@ -434,7 +435,7 @@ def _cost_section(result: CVResult) -> list[str]:
                      f"{t['align_seconds']:.1f}", str(int(t["judge_calls"])),
                      f"{int(t['judge_prompt_tokens'])} + {int(t['judge_completion_tokens'])}",
                      f"{t['judge_seconds']:.1f}", str(reused[v])])
-    lines += _md_table(["variant", "align calls", "align tokens (prompt + completion)",
+    lines += md_table(["variant", "align calls", "align tokens (prompt + completion)",
                         "align s", "judge calls", "judge tokens (prompt + completion)",
                         "judge s", "folds reused"], rows)
     lines.append("")
@@ -452,7 +453,7 @@ def _data_section(result: CVResult, dataset_card: str | None) -> list[str]:
     rows = [[_dim_name(result, dim)] + [str(d.get("reference_scores", {}).get(dim, {})
                                             .get(level, 0)) for level in levels]
             + [str(multi.get(dim, 0))] for dim in result.dimensions]
-    lines += _md_table(["dimension", *levels, "items with ≥ 2 raters"], rows)
+    lines += md_table(["dimension", *levels, "items with ≥ 2 raters"], rows)
     lines.append("")
     if dataset_card:
         lines += ["### Data set card", "", dataset_card.strip(), ""]
@@ -546,5 +547,5 @@ def write_figure(result: CVResult, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PNG_SIGNATURE", "format_table", "reference_warnings", "render_markdown", "verdict",
-           "write_figure", "write_report"]
+__all__ = ["PNG_SIGNATURE", "format_table", "md_table", "reference_warnings", "render_markdown",
+           "verdict", "write_figure", "write_report"]

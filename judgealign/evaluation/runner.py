@@ -142,10 +142,7 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         card = data.card.read_text(encoding="utf-8") if Path(data.card).is_file() else None
         return data.rubric, data.labels, card
     rubric = resolve_rubric(args.rubric)
-    path = str(args.labels)
-    labels = (LabelSet.from_csv(path, rubric=rubric) if path.endswith(".csv")
-              else LabelSet.from_jsonl(path, rubric=rubric))
-    return rubric, labels, None
+    return rubric, LabelSet.from_file(args.labels, rubric=rubric), None
 
 
 def _log_to_mlflow(result: Any, out: Path, settings: Any) -> None:
