@@ -199,9 +199,9 @@ class DimensionJudge(dspy.Module):
         embed = getattr(self.memory, "embed_query", None)  # a few-shot DemoSet has none
         if _vector is None and embed is not None and self.k > 0:
             _vector = embed(inputs)  # retrieval and neighbours share it
-        demos, episodes = self._demos(inputs, count, _vector, _exclude)
+        demos, episodes, sims = self._demos(inputs, count, _vector, _exclude)
         retrieved = [ep.item_id for ep in episodes]
-        neighbours = self._neighbours(episodes, _vector) if (
+        neighbours = self._neighbours(episodes, sims, _vector) if (
             _collect or self._uses_neighbours()) else {}
         inputs, demos = self._fit(inputs, demos, lm, count)
         last_error, raw = "", None
@@ -243,43 +243,55 @@ class DimensionJudge(dspy.Module):
         return (self.policy == "calibrated" and self.calibration is not None
                 and self.calibration.kind == "logistic")
 
-    def _neighbours(self, episodes: Sequence[Any], vector: Any) -> dict[str, float]:
-        """The retrieved episodes' labels weighted by cosine similarity to the item."""
+    def _neighbours(self, episodes: Sequence[Any], sims: Sequence[float] | None,
+                    vector: Any) -> dict[str, float]:
+        """The retrieved episodes' labels weighted by cosine similarity to the item:
+        ``sims`` from the retrieval itself, else (a memory that gives none, such as a
+        few-shot baseline's demo set) by embedding the retrieved items again."""
         from judgealign.memory.records import item_text
 
         labels = level_labels(self.rubric.scale, self.spec.allows_na)
-        embedder = getattr(self.memory, "embedder", None)
-        if not episodes or vector is None or embedder is None:
-            return neighbour_distribution([ep.score for ep in episodes], [], labels)
-        # The memory's retrieve() does not return its distances: re-embed the few retrieved
-        # items (cheap for the offline hashing embedder) and compare.
-        vectors = embedder.embed([item_text(ep.inputs) for ep in episodes])
-        sims = [float(s) for s in vectors @ vector]
-        return neighbour_distribution([ep.score for ep in episodes], sims, labels)
+        scores = [ep.score for ep in episodes]
+        if sims is None:
+            embedder = getattr(self.memory, "embedder", None)
+            if not episodes or vector is None or embedder is None:
+                return neighbour_distribution(scores, [], labels)
+            vectors = embedder.embed([item_text(ep.inputs) for ep in episodes])
+            sims = [float(s) for s in vectors @ vector]
+        return neighbour_distribution(scores, sims, labels)
 
     def _demos(self, inputs: Mapping[str, str], count: TokenCounter, vector: Any = None,
-               exclude: Collection[str] = frozenset()) -> tuple[list[dspy.Example], list[Any]]:
-        """The call's demos and the episodes they come from (none for an optimizer's stored
-        demos); episodes of items in ``exclude`` are never retrieved."""
+               exclude: Collection[str] = frozenset()
+               ) -> tuple[list[dspy.Example], list[Any], list[float] | None]:
+        """The call's demos, the episodes they come from (none for an optimizer's stored
+        demos) and their similarities to the item when the memory reports them; episodes
+        of items in ``exclude`` are never retrieved."""
         if self.memory is None or self.k <= 0:
             # Demos a DSPy optimizer stored on the predictor still apply, under the same
             # per-demo token budget as retrieved ones (whole notebooks would crowd out the item).
             names = self.rubric.input_names
             return [d.copy(**{n: truncate(str(d[n]), self.demo_input_tokens, count)
                               for n in names if d.get(n) is not None})
-                    for d in self.predict.demos], []
-        # Excluded items come first when they are the nearest (identical inputs): ask for as
-        # many more as may be dropped.
-        episodes = self.memory.retrieve(inputs, dimension=self.dimension,
-                                        k=self.k + len(exclude), vector=vector)
-        episodes = [ep for ep in episodes if ep.item_id not in exclude][: self.k]
+                    for d in self.predict.demos], [], None
+        sims: list[float] | None = None
+        scored = getattr(self.memory, "retrieve_scored", None)
+        if scored is not None:
+            found = scored(inputs, dimension=self.dimension, k=self.k, vector=vector,
+                           exclude=exclude)
+            episodes, sims = [e for e, _ in found], [s for _, s in found]
+        else:
+            # A memory without exclusion (a baseline's demo set): ask for as many more as
+            # may be dropped, since excluded items come first when nearest.
+            episodes = self.memory.retrieve(inputs, dimension=self.dimension,
+                                            k=self.k + len(exclude), vector=vector)
+            episodes = [ep for ep in episodes if ep.item_id not in exclude][: self.k]
         demos = []
         for ep in episodes:
             fields = {name: truncate(ep.inputs.get(name, ""), self.demo_input_tokens, count)
                       for name in self.rubric.input_names}
             demos.append(dspy.Example(**fields, score=format_score(ep.score),
                                       rationale=ep.rationale or "(no rationale given)"))
-        return demos, episodes
+        return demos, episodes, sims
 
     def _fit(self, inputs: Mapping[str, str], demos: list[dspy.Example], lm: Any,
              count: TokenCounter) -> tuple[dict[str, str], list[dspy.Example]]:
@@ -391,8 +403,15 @@ class RubricJudge(dspy.Module):
         inputs = self._check_inputs(inputs)
         wanted = self._check_dimensions(dimensions)
         vector = self._query_vectors([inputs], wanted)[0]
-        return JudgeResult(item_id, {d: self.judges[d](_vector=vector, **inputs)
-                                     for d in wanted})
+        # The fallback LM is resolved once for all dimensions, not read from the
+        # configuration again by each of them.
+        with dspy.context(lm=dspy.settings.lm or self._lm()):
+            return JudgeResult(item_id, {d: self.judges[d](_vector=vector, **inputs)
+                                         for d in wanted})
+
+    def _lm(self) -> Any:
+        """The LM this judge's calls go to when a dimension has none of its own."""
+        return self.get_lm() or dspy.settings.lm or configured_lm()
 
     def batch(self, items: Sequence[Mapping[str, str]], *, item_ids: Sequence[str] | None = None,
               dimensions: Iterable[str] | None = None, num_threads: int | None = None,
@@ -406,7 +425,7 @@ class RubricJudge(dspy.Module):
         if len(ids) != len(items):
             raise ValueError(f"{len(items)} items but {len(ids)} item_ids")
         wanted = self._check_dimensions(dimensions)
-        lm = self.get_lm() or dspy.settings.lm or configured_lm()
+        lm = self._lm()
         threads = 1 if not lm_is_parallel_safe(lm) else (num_threads or 8)
         # Consecutive calls should share the longest prompt prefix, which a local model
         # reuses from its KV cache and a provider's prompt cache bills less: the item under
@@ -421,6 +440,7 @@ class RubricJudge(dspy.Module):
         vectors = self._query_vectors(checked, wanted)
         bar = _progress(len(jobs), "judging", progress)
         settings = dspy.settings.config.copy()
+        settings["lm"] = settings.get("lm") or lm  # resolved once, not per call
 
         def run(job: tuple[int, str]) -> DimensionResult:
             i, dim = job

@@ -208,3 +208,23 @@ def test_the_cli_variant_list_matches_what_cv_can_run():
     from judgealign.variant_names import VARIANT_NAMES
 
     assert set(VARIANT_NAMES) == set(llm_variants()) | set(REFERENCES)
+
+
+def test_retrieval_reports_similarities_and_leaves_excluded_items_out(tiny_rubric):
+    import numpy as np
+
+    from judgealign.memory.records import item_text
+
+    labels = LabelSet.from_records(label_rows(), rubric=tiny_rubric)
+    judge = build.compile(RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge)), labels,
+                          load_config(environ={}, overrides={"memory": {"semantic": False}}))
+    memory = judge.memory
+    item = {"answer": "A banana is the answer to the energy question."}  # b1's own text
+    found = memory.retrieve_scored(item, dimension="correctness", k=3)
+    assert found[0][0].item_id == "b1"
+    vectors = memory.embedder.embed([item_text(e.inputs) for e, _ in found])
+    expected = vectors @ memory.embed_query(item)
+    assert np.allclose([s for _, s in found], expected, atol=1e-4)  # Chroma's own distances
+    kept = memory.retrieve_scored(item, dimension="correctness", k=3, exclude={"b1", "b2"})
+    assert len(kept) == 3 and not {"b1", "b2"} & {e.item_id for e, _ in kept}
+    assert [e for e, _ in found] == memory.retrieve(item, dimension="correctness", k=3)

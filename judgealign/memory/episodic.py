@@ -24,7 +24,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +206,28 @@ class EpisodicMemory:
         ``vector`` is the item's :meth:`embed_query` when the caller has it already (one
         embedding serves every dimension of a judgment).
         """
+        return [e for e, _ in self.retrieve_scored(inputs, dimension=dimension, k=k,
+                                                   vector=vector)]
+
+    def retrieve_scored(self, inputs: Mapping[str, str], *, dimension: str, k: int,
+                        vector: np.ndarray | None = None,
+                        exclude: Collection[str] = ()) -> list[tuple[Episode, float]]:
+        """Like :meth:`retrieve`, with each episode's cosine similarity to the item (from
+        Chroma's own distances), never returning episodes of the items in ``exclude``."""
         n = self._per_dimension.get(dimension, 0)
-        if k <= 0 or n == 0:
+        n -= sum(1 for item in set(exclude) if f"{item}::{dimension}" in self._episodes)
+        if k <= 0 or n <= 0:
             return []
+        where: dict[str, Any] = {"dimension": dimension}
+        if exclude:
+            where = {"$and": [where, {"item_id": {"$nin": sorted(set(exclude))}}]}
         query = self.embed_query(inputs) if vector is None else vector
         found = self._ensure_store().collection.query(
             query_embeddings=[np.asarray(query, dtype=np.float32)], n_results=min(k, n),
-            where={"dimension": dimension}, include=["distances"])
+            where=where, include=["distances"])
         pairs = sorted(zip(found["distances"][0], found["ids"][0], strict=True))
-        return [self._episodes[i] for _, i in pairs if i in self._episodes]
+        # Cosine space: distance = 1 - cosine similarity.
+        return [(self._episodes[i], 1.0 - float(d)) for d, i in pairs if i in self._episodes]
 
     # --- lifecycle ----------------------------------------------------------------------
 
