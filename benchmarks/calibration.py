@@ -3,7 +3,7 @@ constant?
 
 Run from the repository root::
 
-    python -m benchmarks.calibration                  # notebooks (2 dims, 32 items) + CoNaLa (160)
+    python -m benchmarks.calibration                  # notebooks (2 dims, 24 items) + CoNaLa (150)
     python -m benchmarks.calibration --sets conala    # one data set
     python -m benchmarks.calibration --quick          # 1 dim x 8 notebooks, 12 CoNaLa items, K=2
     python -m benchmarks.calibration --dry-run        # the machinery with an instant scripted LM
@@ -21,7 +21,9 @@ fitted, and two checks: the calibrated judge is not significantly worse than the
 reference, and it beats the sampled judge wherever that one loses to the constant.
 
 Data: (a) the bundled notebooks, dimensions ``model_training`` and ``data_imputation``, first
-32 items; (b) CoNaLa ``usefulness``, first 160 items (real human grades, 0-4).
+24 items, judged with ``judgealign demo``'s prompt budget (2 demos of <= 200 tokens, notebooks
+cut to 600 tokens); (b) CoNaLa ``usefulness``, first 150 items (real human grades, 0-4), 2
+demos.
 ``--episodic-only`` switches reflection off for every variant (no guideline is kept on the
 embedded model anyway: see ``benchmarks.align_notebooks``), which saves most of the time.
 """
@@ -46,9 +48,10 @@ SECTION = "calibration"
 VARIANTS = ("baseline", "memalign-sampled", "memalign")
 SETS: dict[str, dict[str, Any]] = {
     "notebooks": {"loader": "load_ml_notebooks", "title": "bundled ML notebooks",
-                  "dims": ("model_training", "data_imputation"), "limit": 32},
+                  "dims": ("model_training", "data_imputation"), "limit": 24,
+                  "memory": "demo"},
     "conala": {"loader": "load_conala", "title": "CoNaLa usefulness (human grades 0-4)",
-               "dims": ("usefulness",), "limit": 160},
+               "dims": ("usefulness",), "limit": 150, "memory": {"k": 2}},
 }
 QUICK = {"notebooks": {"dims": ("model_training",), "limit": 8},
          "conala": {"dims": ("usefulness",), "limit": 12}}
@@ -103,14 +106,20 @@ def _ci(low: Any, high: Any) -> str:
 
 def run_set(name: str, args: argparse.Namespace, settings: Any, lm: Any) -> dict[str, Any]:
     import judgealign.datasets as datasets
+    from judgealign import build
     from judgealign.evaluation.crossval import cross_validate
     from judgealign.evaluation.options import CVOptions
     from judgealign.evaluation.report import write_report
+    from judgealign.evaluation.runner import DEMO_MEMORY
 
     spec = {**SETS[name], **(QUICK[name] if args.quick else {})}
     if args.limit:
         spec["limit"] = args.limit
     data = getattr(datasets, spec["loader"])()
+    # Notebooks are judged with the demo's prompt budget (2 demos of <= 200 tokens, the item
+    # cut to 600 tokens: what 2 cores afford); CoNaLa items are short and keep theirs.
+    memory = DEMO_MEMORY if spec["memory"] == "demo" else spec["memory"]
+    settings = build.settings_from(settings, overrides={"memory": memory})
     options = CVOptions(variants=VARIANTS, folds=args.folds, seed=0, dimensions=spec["dims"],
                         limit=spec["limit"], n_bootstrap=args.bootstrap, progress=True)
     start = time.perf_counter()
@@ -118,7 +127,7 @@ def run_set(name: str, args: argparse.Namespace, settings: Any, lm: Any) -> dict
     seconds = time.perf_counter() - start
     if args.out:
         write_report(result, Path(args.out) / name)
-    return {"name": name, "spec": spec, "result": result, "seconds": seconds,
+    return {"name": name, "spec": spec, "result": result, "seconds": seconds, "memory": memory,
             "levels": list(data.rubric.scale), "items": result.data.get("items")}
 
 
@@ -172,7 +181,8 @@ def set_markdown(run: dict[str, Any], n_boot: int) -> str:
                     kinds[d["calibration"]["kind"]] = kinds.get(d["calibration"]["kind"], 0) + 1
     spec = run["spec"]
     parts = [f"### {SETS[run['name']]['title']}: {', '.join(spec['dims'])}, first "
-             f"{spec['limit']} items ({run['items']} with labels), K={result.settings['folds']}",
+             f"{spec['limit']} items ({run['items']} with labels), K={result.settings['folds']}; "
+             f"memory settings {run['memory']}",
              table(["dimension", "row", "MAE", "95% CI", "failed",
                     "Δ vs better reference [95% CI] (* significant)", "cost (align + judge)"],
                    rows),

@@ -8,7 +8,9 @@ the same settings.
 
 A CV variant is a settings override (:data:`VARIANTS`): ``memalign`` is the settings as they
 are (score policy ``[scoring] policy``, default ``calibrated``), ``memalign-sampled`` scores
-with the level the LM writes (the behaviour before score policies), ``semantic-only`` and
+with the level the LM writes (the behaviour before score policies), ``memalign-joint`` judges
+every dimension of an item in one call (``[scoring] mode = "joint"``), ``memalign-classic``
+uses DSPy's prompt layout instead of the item-first one, ``semantic-only`` and
 ``episodic-only`` switch one memory off, ``baseline`` is the unaligned judge, and the DSPy
 few-shot baselines replace the optimizer.
 """
@@ -40,6 +42,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "episodic-only": {"memory": {"semantic": False}},
     # The score the LM writes, as before score policies (issue 13), for comparison.
     "memalign-sampled": {"scoring": {"policy": "sampled"}},
+    "memalign-joint": {"scoring": {"mode": "joint"}},
+    # DSPy's own prompt layout (the item last), to measure what item-first changes (issue 15).
+    "memalign-classic": {"scoring": {"layout": "classic"}},
 }
 FEWSHOT_VARIANTS = ("labeled-fewshot", "knn-fewshot", "bootstrap-fewshot")
 UNSUPPORTED_VARIANTS = ("mipro", "simba", "gepa")
@@ -121,7 +126,8 @@ def program(rubric: Any, settings: Settings | None = None, *, lm: Any = None) ->
     mem = settings.memory
     return RubricJudge(resolve_rubric(rubric), lm=lm, k=mem.k,
                        demo_input_tokens=mem.demo_input_tokens, item_tokens=mem.item_tokens,
-                       layout=settings.scoring.layout, policy=settings.scoring.policy)
+                       layout=settings.scoring.layout, policy=settings.scoring.policy,
+                       mode=settings.scoring.mode)
 
 
 def memalign_options(memory: MemorySettings, scoring: ScoringSettings | None = None

@@ -60,7 +60,12 @@ class LMSettings(_Section):
     api_base: str | None = None
     api_key_env: str | None = Field(default=None,
                                      description="Name of the env variable holding the API key.")
-    num_retries: int = Field(default=3, ge=0)
+    num_retries: int = Field(default=3, ge=0,
+                             description="Retries of a failed call (a rate-limit answer, HTTP "
+                                         "429, included), with exponential backoff.")
+    concurrency: int = Field(default=8, ge=1, le=256,
+                             description="Calls in flight at most (remote LMs; an in-process "
+                                         "model is called one at a time).")
     timeout: float | None = Field(default=None, gt=0)
     cache: bool = True
     context_window: int | None = Field(default=None, gt=0,
@@ -151,10 +156,15 @@ class ScoringSettings(_Section):
     calibration: as ``expected``); ``expected`` -- the level nearest the probability-weighted
     mean of the level probabilities (N/A when it has more than half the mass); ``sampled`` --
     the level the LM wrote.
+
+    ``mode``: ``per-dimension`` (default; one call per dimension) or ``joint`` (one call per
+    item returns every dimension's score and rationale: the cheapest way to judge a rubric,
+    see :mod:`judgealign.joint`).
     """
 
     layout: Literal["item-first", "classic"] = "item-first"
     policy: Literal["sampled", "expected", "calibrated"] = "calibrated"
+    mode: Literal["per-dimension", "joint"] = "per-dimension"
 
 
 class Settings(_Section):

@@ -178,3 +178,17 @@ def item_id_for(inputs: Mapping[str, str]) -> str:
     """A stable id from an item's content: the same fields give the same id on any machine."""
     blob = json.dumps({k: inputs[k] for k in sorted(inputs)}, ensure_ascii=False)
     return "item-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def fit_fields(inputs: dict[str, str], budget: int, count: TokenCounter) -> dict[str, str]:
+    """``inputs`` cut to ``budget`` tokens in all: short fields get what they need, the
+    longest field the rest (at least 32 tokens each)."""
+    if not inputs:
+        return inputs
+    order = sorted(inputs, key=lambda name: count(inputs[name]))
+    fitted: dict[str, str] = {}
+    for i, name in enumerate(order):
+        share = max(budget // (len(order) - i), 32)
+        fitted[name] = truncate(inputs[name], share, count)
+        budget -= count(fitted[name])
+    return {name: fitted[name] for name in inputs}

@@ -21,6 +21,7 @@ from judgealign.errors import ConfigError
 from judgealign.items import TokenCounter, estimate_tokens
 
 DEFAULT_CONTEXT_WINDOW = 8192
+DEFAULT_CONCURRENCY = 8
 LOCAL_PREFIX = "local"
 RETRY_TEMPERATURE = 0.7  # a retry samples: a greedy decoder would repeat its failed answer
 
@@ -64,6 +65,7 @@ def build_lm(settings: LMSettings) -> Any:
     lm._warned_zero_temp_rollout = True
     if settings.context_window:
         lm.judgealign_context_window = settings.context_window
+    lm.judgealign_concurrency = settings.concurrency
     return lm
 
 
@@ -165,6 +167,16 @@ def _litellm_counter(model: str) -> TokenCounter:
             return estimate_tokens(text)
 
     return count
+
+
+def lm_concurrency(lm: Any, requested: int | None = None) -> int:
+    """Calls in flight at most for ``lm``: 1 for an in-process model that is not thread-safe,
+    else ``requested`` when given, else its ``[lm] concurrency`` (default
+    :data:`DEFAULT_CONCURRENCY`)."""
+    if not lm_is_parallel_safe(lm):
+        return 1
+    return max(1, int(requested or getattr(lm, "judgealign_concurrency", None)
+                      or DEFAULT_CONCURRENCY))
 
 
 def lm_is_parallel_safe(lm: Any) -> bool:

@@ -13,7 +13,6 @@ import copy
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dspy
@@ -31,15 +30,17 @@ from judgealign.calibration import (
     score_of,
 )
 from judgealign.errors import ArtifactError, ItemError
-from judgealign.items import TokenCounter, estimate_tokens, truncate
+from judgealign.items import TokenCounter, estimate_tokens, fit_fields, truncate
+from judgealign.joint import DEFAULT_MODE, check_mode, judge_jointly
 from judgealign.lm import (
     configured_lm,
+    lm_concurrency,
     lm_context_window,
-    lm_is_parallel_safe,
     lm_token_counter,
     retry_config,
 )
 from judgealign.memory.semantic import Guideline, render_guidelines
+from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import (
     NA,
     Rubric,
@@ -60,67 +61,6 @@ _PROMPT_OVERHEAD_TOKENS = 350
 # rubric: about 455 fixed tokens and 112 per demo, against 300 and 40 for the classic layout.
 _LAYOUT_OVERHEAD_TOKENS = {"classic": (_PROMPT_OVERHEAD_TOKENS, 20), "item-first": (500, 110)}
 _MIN_ITEM_TOKENS = 256
-
-
-@dataclass
-class DimensionResult:
-    """One dimension's verdict on one item.
-
-    ``score`` is a level or ``None`` for N/A; when ``error`` is set the judge failed (after
-    retries) and ``score`` is ``None`` too, with the LM's raw answer in ``raw``.
-
-    Judgments are distributions (:mod:`judgealign.calibration`): ``probabilities`` maps every
-    level label (``"1"`` ..., ``"N/A"`` where the dimension allows it) to a probability, summing
-    to 1; ``probabilities_source`` is ``"logprobs"`` (read from the LM's log probabilities at
-    the score position) or ``"sampled"`` (the LM gave none: all mass on the level it wrote).
-    ``policy`` is the score policy that produced ``score`` (``sampled``, ``expected`` or
-    ``calibrated``), ``sampled_score`` the level the LM wrote, ``calibrated`` the calibrated
-    distribution (``calibrated`` policy only) and ``neighbours`` the similarity-weighted label
-    distribution of the retrieved episodes, when the calibration uses it. A failed judgment
-    has none of them.
-    """
-
-    dimension: str
-    score: int | None
-    rationale: str = ""
-    retrieved_ids: list[str] = field(default_factory=list)
-    error: str | None = None
-    raw: str | None = None
-    probabilities: dict[str, float] = field(default_factory=dict)
-    probabilities_source: str | None = None
-    policy: str | None = None
-    sampled_score: int | None = None
-    calibrated: dict[str, float] | None = None
-    neighbours: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-    @property
-    def label(self) -> str:
-        return "FAILED" if self.failed else format_score(self.score)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class JudgeResult:
-    """All dimensions' verdicts on one item, keyed by dimension id (in rubric order)."""
-
-    item_id: str | None
-    dimensions: dict[str, DimensionResult]
-
-    def __getitem__(self, dimension: str) -> DimensionResult:
-        return self.dimensions[dimension]
-
-    def __iter__(self):
-        return iter(self.dimensions.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id,
-                "dimensions": {k: v.to_dict() for k, v in self.dimensions.items()}}
 
 
 class DimensionJudge(dspy.Module):
@@ -226,15 +166,20 @@ class DimensionJudge(dspy.Module):
                                raw=raw)
 
     def _result(self, pred: Any, score: int | None, retrieved: list[str],
-                neighbours: dict[str, float]) -> DimensionResult:
-        """The verdict on a parsed answer: its level probabilities and the policy's score."""
+                neighbours: dict[str, float], *, field: str = "score",
+                rationale: Any = None) -> DimensionResult:
+        """The verdict on a parsed answer: its level probabilities and the policy's score.
+        ``field``: the answer's score field (joint mode: ``<dim>_score``); ``rationale``: the
+        rationale when it is not ``pred.rationale``."""
         labels = level_labels(self.rubric.scale, self.spec.allows_na)
         sampled = format_score(score)
-        probs, source = judgment_probabilities(pred.get("logprobs"), labels, sampled)
+        probs, source = judgment_probabilities(pred.get("logprobs"), labels, sampled,
+                                               field_name=field)
+        rationale = pred.get("rationale") if rationale is None else rationale
         verdict = apply_policy(self.policy, probs, sampled, self.rubric.scale,
                                self.calibration, neighbours)
         return DimensionResult(self.dimension, score_of(verdict.label),
-                               str(pred.rationale or "").strip(), retrieved,
+                               str(rationale or "").strip(), retrieved,
                                probabilities=probs, probabilities_source=source,
                                policy=verdict.policy, sampled_score=score,
                                calibrated=verdict.calibrated, neighbours=neighbours)
@@ -306,7 +251,7 @@ class DimensionJudge(dspy.Module):
         budget = room - sum(demo_cost)
         if self.item_tokens is not None:
             budget = min(budget, self.item_tokens)
-        return _fit_fields(dict(inputs), budget, count), demos
+        return fit_fields(dict(inputs), budget, count), demos
 
 
 def _is_answer_error(exc: Exception) -> bool:
@@ -315,18 +260,6 @@ def _is_answer_error(exc: Exception) -> bool:
 
     return isinstance(exc, AdapterParseError | ValueError)
 
-
-def _fit_fields(inputs: dict[str, str], budget: int, count: TokenCounter) -> dict[str, str]:
-    """Give short fields what they need and the longest field the rest of ``budget``."""
-    if not inputs:
-        return inputs
-    order = sorted(inputs, key=lambda name: count(inputs[name]))
-    fitted: dict[str, str] = {}
-    for i, name in enumerate(order):
-        share = max(budget // (len(order) - i), 32)
-        fitted[name] = truncate(inputs[name], share, count)
-        budget -= count(fitted[name])
-    return {name: fitted[name] for name in inputs}
 
 
 class RubricJudge(dspy.Module):
@@ -346,6 +279,9 @@ class RubricJudge(dspy.Module):
     k, demo_input_tokens, item_tokens, layout, policy
         See :class:`DimensionJudge`. Defaults 3, 350, None, ``"item-first"``,
         ``"calibrated"``.
+    mode
+        ``"per-dimension"`` (default: one call per dimension) or ``"joint"`` (one call per
+        item scores every dimension; see :mod:`judgealign.joint`).
 
     Its whole state -- guidelines (kept and rejected), per-dimension options, score policies
     and calibrations, the ledger of distilled examples and the episodic memory's records --
@@ -356,9 +292,11 @@ class RubricJudge(dspy.Module):
 
     def __init__(self, rubric: Rubric | str, *, lm: Any = None, k: int = 3,
                  demo_input_tokens: int = 350, item_tokens: int | None = None,
-                 layout: str = DEFAULT_LAYOUT, policy: str = DEFAULT_POLICY) -> None:
+                 layout: str = DEFAULT_LAYOUT, policy: str = DEFAULT_POLICY,
+                 mode: str = DEFAULT_MODE) -> None:
         super().__init__()
         rubric = resolve_rubric(rubric)
+        self.mode = check_mode(mode)
         self.rubric = rubric
         self.judges = {d.id: DimensionJudge(rubric, d.id, k=k, demo_input_tokens=demo_input_tokens,
                                             item_tokens=item_tokens, layout=layout,
@@ -406,6 +344,8 @@ class RubricJudge(dspy.Module):
         # The fallback LM is resolved once for all dimensions, not read from the
         # configuration again by each of them.
         with dspy.context(lm=dspy.settings.lm or self._lm()):
+            if self.mode == "joint":
+                return judge_jointly(self, inputs, wanted, vector=vector, item_id=item_id)
             return JudgeResult(item_id, {d: self.judges[d](_vector=vector, **inputs)
                                          for d in wanted})
 
@@ -418,46 +358,58 @@ class RubricJudge(dspy.Module):
               progress: bool = False) -> list[JudgeResult]:
         """Judge many items; results come back in input order.
 
-        Remote LMs are called from ``num_threads`` threads (default 8); an in-process model
-        that is not thread-safe is called in sequence whatever ``num_threads`` says.
+        Remote LMs are called from ``num_threads`` threads (default: ``[lm] concurrency``,
+        8): that many calls are in flight at most, and each retries a rate-limit answer
+        (HTTP 429) with exponential backoff (``[lm] num_retries``). An in-process model that is not
+        thread-safe is called in sequence whatever ``num_threads`` says. The progress bar
+        (``progress=True``) shows the ETA and the running cost in tokens (and dollars when
+        litellm prices the model). In joint mode a job is an item, else an (item, dimension).
         """
         ids = list(item_ids) if item_ids is not None else [None] * len(items)
         if len(ids) != len(items):
             raise ValueError(f"{len(items)} items but {len(ids)} item_ids")
         wanted = self._check_dimensions(dimensions)
         lm = self._lm()
-        threads = 1 if not lm_is_parallel_safe(lm) else (num_threads or 8)
+        threads = lm_concurrency(lm, num_threads)
         # Consecutive calls should share the longest prompt prefix, which a local model
         # reuses from its KV cache and a provider's prompt cache bills less: the item under
         # the item-first layout (item-major order: all dimensions of an item in a row; thread
         # pools take jobs in this order, so remote calls are submitted item by item too),
         # the instructions under the classic one (dimension-major).
-        if self.layout == "classic":
+        if self.mode == "joint":
+            jobs = [(i, "") for i in range(len(items))]  # one call judges all of ``wanted``
+        elif self.layout == "classic":
             jobs = [(i, d) for d in wanted for i in range(len(items))]
         else:
             jobs = [(i, d) for i in range(len(items)) for d in wanted]
         checked = [self._check_inputs(dict(item)) for item in items]
         vectors = self._query_vectors(checked, wanted)
-        bar = _progress(len(jobs), "judging", progress)
-        settings = dspy.settings.config.copy()
-        settings["lm"] = settings.get("lm") or lm  # resolved once, not per call
+        with _JudgingProgress(len(jobs), progress) as bar:
+            # Copied inside the bar's cost meter, so judging threads report to it.
+            settings = dspy.settings.config.copy()
+            settings["lm"] = settings.get("lm") or lm  # resolved once, not per call
 
-        def run(job: tuple[int, str]) -> DimensionResult:
-            i, dim = job
-            # Threads start with DSPy's defaults: carry the caller's LM, adapter and usage
-            # tracker (cost meters) into them.
-            carried = ("lm", "adapter", "usage_tracker")
-            with dspy.context(**{k: v for k, v in settings.items() if k in carried}):
-                result = self.judges[dim](_vector=vectors[i], **checked[i])
-            bar.update(1)
-            return result
+            def run(job: tuple[int, str]) -> DimensionResult | JudgeResult:
+                i, dim = job
+                # Threads start with DSPy's defaults: carry the caller's LM, adapter and usage
+                # tracker (cost meters) into them.
+                carried = ("lm", "adapter", "usage_tracker")
+                with dspy.context(**{k: v for k, v in settings.items() if k in carried}):
+                    if dim:
+                        result = self.judges[dim](_vector=vectors[i], **checked[i])
+                    else:
+                        result = judge_jointly(self, checked[i], wanted, vector=vectors[i],
+                                               item_id=ids[i])
+                bar.advance()
+                return result
 
-        if threads == 1:
-            done = [run(job) for job in jobs]
-        else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                done = list(pool.map(run, jobs))
-        bar.close()
+            if threads == 1:
+                done = [run(job) for job in jobs]
+            else:
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    done = list(pool.map(run, jobs))
+        if self.mode == "joint":
+            return list(done)
         out = [JudgeResult(ids[i], {}) for i in range(len(items))]
         for (i, dim), result in zip(jobs, done, strict=True):
             out[i].dimensions[dim] = result
@@ -522,6 +474,7 @@ class RubricJudge(dspy.Module):
                 "calibration": j.calibration.to_state() if j.calibration is not None else None,
                 "extra": {"layout": j.layout},
             } for dim, j in self.judges.items()},
+            "mode": self.mode,
             "seen": dict(sorted(self.seen.items())),
             "episodic": memory.dump_state() if memory is not None else None,
             "report": report() if callable(report) else (
@@ -580,6 +533,7 @@ class RubricJudge(dspy.Module):
             judge.predict.demos = [dspy.Example(**d) for d in info.predictor.demos]
         for dim, (policy, calibration) in scoring.items():
             self.judges[dim].policy, self.judges[dim].calibration = policy, calibration
+        self.mode = checked.mode or DEFAULT_MODE  # a state from before modes: per-dimension
         self.seen = dict(checked.seen)
         self.report = checked.report
         self.attach_memory(memory)
@@ -734,10 +688,36 @@ def _instructions(base: str, guidelines: Sequence[Guideline]) -> str:
     return f"{base}\n\n{block}" if block else base
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+class _JudgingProgress:
+    """``batch``'s progress bar: tqdm's count, rate and ETA, and the running cost of the
+    calls made so far (LM calls, tokens, and dollars when litellm prices the model), read
+    from a :class:`~judgealign.usage.CostMeter` around the batch. Disabled: does nothing."""
 
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="call", leave=False)
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.bar: Any = None
+        self.meter: Any = None
+
+    def __enter__(self) -> _JudgingProgress:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            from judgealign.usage import CostMeter
+
+            self.meter = CostMeter().__enter__()
+            self.bar = tqdm(total=self.total, desc="judging", unit="job", leave=False)
+        return self
+
+    def advance(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        self.bar.set_postfix_str(self.meter.running().describe(), refresh=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.meter.__exit__(*exc)
 
 
 __all__ = ["NA", "DimensionJudge", "DimensionResult", "JudgeResult", "RubricJudge",

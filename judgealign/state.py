@@ -110,6 +110,8 @@ class JudgeState(_Strict):
     format: int
     rubric: dict[str, Any]
     dimensions: dict[str, DimensionState]
+    # The judging mode (None in states written before joint mode: per-dimension).
+    mode: Literal["per-dimension", "joint"] | None = None
     seen: dict[str, str] = Field(default_factory=dict)
     episodic: EpisodicState | None = None
     report: dict[str, Any] | None = None

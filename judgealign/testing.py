@@ -21,7 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Responder = Callable[[str], "dict[str, Any] | str | Scripted"]
+Responder = Callable[[str], "dict[str, Any] | str | Scripted | Refusal"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An HTTP error :class:`FakeOpenAIServer` answers with instead of a completion (429:
+    rate limited, with ``Retry-After: 0`` so a client's backoff is short)."""
+
+    status: int = 429
+    message: str = "Rate limit reached; retry later."
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,17 @@ class FakeOpenAIServer:
                 prompt = "\n\n".join(_content_text(m.get("content"))
                                      for m in body.get("messages", []))
                 answer = outer.respond(prompt)
+                if isinstance(answer, Refusal):
+                    error = json.dumps({"error": {"message": answer.message,
+                                                  "type": "rate_limit_error",
+                                                  "code": str(answer.status)}}).encode()
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
                 logprobs = None
                 if isinstance(answer, Scripted):
                     if body.get("logprobs"):  # sent only when asked, as OpenAI does

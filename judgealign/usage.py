@@ -10,6 +10,7 @@ calls are counted by the meters around it too.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from dspy.utils.usage_tracker import UsageTracker
@@ -34,6 +35,33 @@ def _tokens(entry: dict[str, Any], *keys: str) -> int:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return int(value)
     return 0
+
+
+@dataclass(frozen=True)
+class Cost:
+    """LM calls, tokens and (when litellm prices every model called) dollars."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    dollars: float | None = None
+
+    def describe(self) -> str:
+        text = (f"{self.calls} calls, {self.prompt_tokens + self.completion_tokens:,} tokens")
+        return text + (f", ${self.dollars:.4f}" if self.dollars is not None else "")
+
+
+def _dollars(model: str, prompt: int, completion: int) -> float | None:
+    """litellm's price of these tokens for ``model`` (its bundled price table; no download),
+    ``None`` for a model it does not price (the embedded one, a private server)."""
+    try:
+        import litellm
+
+        cost = litellm.cost_per_token(model=model, prompt_tokens=prompt,
+                                      completion_tokens=completion)
+        return float(sum(cost))
+    except Exception:  # litellm raises for models missing from its table
+        return None
 
 
 class CostMeter:
@@ -64,11 +92,22 @@ class CostMeter:
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self._start
         self._context.__exit__(*exc)
-        entries = [e for rows in self._tracker.usage_data.values() for e in rows]
-        self.calls = len(entries)
-        self.prompt_tokens = sum(_tokens(e, "prompt_tokens", "input_tokens") for e in entries)
-        self.completion_tokens = sum(_tokens(e, "completion_tokens", "output_tokens")
-                                     for e in entries)
+        cost = self.running()
+        self.calls, self.prompt_tokens = cost.calls, cost.prompt_tokens
+        self.completion_tokens = cost.completion_tokens
+
+    def running(self) -> Cost:
+        """The cost so far (callable inside the block, e.g. by a progress bar)."""
+        calls = prompt = completion = 0
+        dollars: float | None = 0.0
+        for model, rows in list(self._tracker.usage_data.items()):
+            rows = list(rows)  # judging threads may append meanwhile
+            p = sum(_tokens(e, "prompt_tokens", "input_tokens") for e in rows)
+            c = sum(_tokens(e, "completion_tokens", "output_tokens") for e in rows)
+            calls, prompt, completion = calls + len(rows), prompt + p, completion + c
+            price = _dollars(model, p, c) if dollars is not None else None
+            dollars = None if price is None else dollars + price
+        return Cost(calls, prompt, completion, dollars if calls else None)
 
 
-__all__ = ["CostMeter"]
+__all__ = ["Cost", "CostMeter"]

@@ -13,6 +13,8 @@ VARIANT_NAMES: tuple[str, ...] = (
     "semantic-only",
     "episodic-only",
     "memalign-sampled",
+    "memalign-joint",
+    "memalign-classic",
     "labeled-fewshot",
     "knn-fewshot",
     "bootstrap-fewshot",

@@ -38,8 +38,9 @@ from pydantic import BaseModel, Field
 from judgealign.calibration import Calibration, check_policy, level_labels, training_rows
 from judgealign.errors import LabelError
 from judgealign.items import truncate
+from judgealign.joint import JointView
 from judgealign.labels import LabelSet, warn_if_no_rationales
-from judgealign.lm import lm_context_window, lm_is_parallel_safe, lm_token_counter
+from judgealign.lm import lm_concurrency, lm_context_window, lm_token_counter
 from judgealign.memory.embedders import Embedder, HashingEmbedder
 from judgealign.memory.episodic import Episode, EpisodicMemory
 from judgealign.memory.extractive import extract_guidelines
@@ -346,9 +347,11 @@ class MemAlign(Teleprompter):
         if self.policy is not None:
             judge.set_policy(self.policy)
         if self.policy == "calibrated":  # after the memories: the features use them
+            dims = [rep.dimension for rep in report.dimensions if rep.examples]
+            memo: dict[Any, Any] = {}  # joint judgments, shared by the dimensions
             for rep in report.dimensions:
                 if rep.examples:
-                    self._calibrate(judge, rep.dimension, labels, rep)
+                    self._calibrate(judge, rep.dimension, labels, rep, dims, memo)
         report.seconds = time.perf_counter() - started
         judge.report = report
         return judge
@@ -356,10 +359,15 @@ class MemAlign(Teleprompter):
     # --- calibration ----------------------------------------------------------------------
 
     def _calibrate(self, judge: RubricJudge, dim: str, labels: LabelSet,
-                   rep: DimensionReport) -> None:
+                   rep: DimensionReport, dims: Sequence[str], memo: dict[Any, Any]) -> None:
         """Fit ``dim``'s calibration on every label the judge holds for it (this compile's and
         its episodic memory's), from features computed leave-own-episode-out (see
-        :func:`judgealign.calibration.training_rows`); counts the judge calls in ``rep``."""
+        :func:`judgealign.calibration.training_rows`); counts the judge calls in ``rep``.
+
+        A joint judge's features come from joint judgments of ``dims`` (the calibrated
+        dimensions), each training item judged once for all of them (``memo``), as it
+        will judge after alignment; a joint call is counted by the first dimension that
+        needed it."""
         djudge = judge.judges[dim]
         if not rep.new_examples and djudge.calibration is not None:
             rep.calibration = djudge.calibration.summary()  # nothing new: still valid
@@ -376,7 +384,8 @@ class MemAlign(Teleprompter):
             return _map_calls(call, jobs, lm)
 
         with CostMeter(lm) as meter:
-            rows, failed = training_rows(djudge, [episodes[i] for i in sorted(episodes)], run)
+            target = JointView(judge, dim, dims, memo) if judge.mode == "joint" else djudge
+            rows, failed = training_rows(target, [episodes[i] for i in sorted(episodes)], run)
         djudge.calibration = Calibration.fit(
             rows, level_labels(judge.rubric.scale, djudge.spec.allows_na), judge.rubric.scale,
             k=djudge.k, judge_calls=meter.calls, failed=failed)
@@ -791,9 +800,10 @@ def _errors(probe: Any, guidelines: list[Guideline], sample: list[Episode], lm: 
 
 
 def _map_calls(fn: Any, jobs: Sequence[Any], lm: Any) -> list[Any]:
-    """``[fn(job) for job in jobs]``, from up to 8 threads when the LM allows it (an
-    in-process model is called in sequence); results in input order."""
-    if len(jobs) < 2 or not lm_is_parallel_safe(lm):
+    """``[fn(job) for job in jobs]``, from up to ``[lm] concurrency`` threads (an in-process
+    model is called in sequence); results in input order."""
+    threads = lm_concurrency(lm)
+    if len(jobs) < 2 or threads == 1:
         return [fn(job) for job in jobs]
     # Threads start with DSPy's defaults: carry the caller's LM, adapter and usage tracker.
     carried = {k: v for k, v in dspy.settings.config.items()
@@ -803,7 +813,7 @@ def _map_calls(fn: Any, jobs: Sequence[Any], lm: Any) -> list[Any]:
         with dspy.context(**carried):
             return fn(job)
 
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+    with ThreadPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
         return list(pool.map(run, jobs))
 
 

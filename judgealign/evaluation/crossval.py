@@ -9,7 +9,8 @@ when items have several raters. The pieces:
 
 * :mod:`~judgealign.evaluation.options` -- :class:`CVOptions`, validated before any work;
 * :mod:`~judgealign.evaluation.folds` -- the folds (whole items, duplicates together,
-  stratified, seeded);
+  optionally items sharing an input field such as the question (``group_by``), stratified,
+  seeded);
 * :mod:`~judgealign.evaluation.variants` -- how each variant and reference runs;
 * :mod:`~judgealign.evaluation.leakage` -- the guard run after every fit;
 * :mod:`~judgealign.evaluation.checkpoints` -- per-(fold, variant) files and fingerprints;
@@ -78,7 +79,7 @@ def cross_validate(program_or_rubric: Any, labels: LabelSet, settings: Any = Non
         ``build.settings_from(None)``: ``./judgealign.toml`` and the environment). A
         variant runs with ``build.variant_settings(settings, variant)``.
     options
-        :class:`CVOptions` (folds, seed, variants, references, dimensions, limit,
+        :class:`CVOptions` (folds, seed, group_by, variants, references, dimensions, limit,
         n_bootstrap, progress, checkpoint_dir, resume ...); default ``CVOptions()``.
         The options' own fields are also accepted as keyword arguments (as are ``k`` and
         ``demo_input_tokens``, which set ``[memory]``), for callers of the old signature.
@@ -99,7 +100,8 @@ def cross_validate(program_or_rubric: Any, labels: LabelSet, settings: Any = Non
     Raises
     ------
     CVOptionsError
-        On invalid options, checked before anything is built or any LM is called.
+        On invalid options (``group_by`` not an input of the rubric included), checked
+        before anything is built or any LM is called.
     LeakageError
         When a held-out item reached a fold's judge or reference predictor.
     """
@@ -113,8 +115,11 @@ def cross_validate(program_or_rubric: Any, labels: LabelSet, settings: Any = Non
     source = ProgramSource(program_or_rubric)
     rubric = source.rubric
     labels, dims = _select(labels, rubric, options.dimensions, options.limit)
-    options.check_data(len(content_groups(labels.item_ids, labels)), len(labels.item_ids))
-    fold_of = assign_folds(labels.item_ids, options.folds, options.seed, labels=labels)
+    # check_data refuses a group_by that is not an input of the rubric before the count.
+    units = content_groups(labels.item_ids, labels, group_by=options.group_by)
+    options.check_data(len(units), len(labels.item_ids), input_names=rubric.input_names)
+    fold_of = assign_folds(labels.item_ids, options.folds, options.seed, labels=labels,
+                           group_by=options.group_by)
     variants = list(options.variants)
 
     # Only now is anything built: every option and the data have been checked.
@@ -252,7 +257,8 @@ def _settings_summary(rubric: Any, labels: LabelSet, dims: list[str], options: C
         "dimensions": dims, "dimension_names": {d: rubric.dimension(d).name for d in dims},
         "scale": list(rubric.scale), "variants": list(options.variants),
         "references": list(options.references), "human": options.human,
-        "folds": options.folds, "seed": options.seed, "limit": options.limit,
+        "folds": options.folds, "seed": options.seed, "group_by": options.group_by,
+        "limit": options.limit,
         "n_bootstrap": options.n_bootstrap, "confidence": options.confidence,
         "k": settings.memory.k, "demo_input_tokens": settings.memory.demo_input_tokens,
         "lm": run["lm"], "reflection_lm": run["reflection_lm"], "embedder": run["embedder"],

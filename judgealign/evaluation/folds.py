@@ -3,7 +3,10 @@
 Folds partition ITEMS, never labels: all dimensions and all raters of an item stay in one
 fold. Items with identical inputs under different ids (the same snippet graded for two
 systems, say) are one *unit*: they always share a fold, so a copy of a held-out item never
-sits in training.
+sits in training. With ``group_by`` (an input field, e.g. ``"question"``), items whose value
+of that field is equal after stripping whitespace join the same unit too (the union of both
+relations), so several answers to one question never straddle folds; an empty value groups
+nothing.
 
 The scheme (:func:`assign_folds`): the units are sorted, shuffled with
 ``random.Random(seed)``, then stably sorted by the unit's mean aggregated reference score
@@ -32,7 +35,8 @@ from judgealign.labels import LabelSet
 
 
 def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
-                 labels: LabelSet | None = None) -> dict[str, int]:
+                 labels: LabelSet | None = None, *,
+                 group_by: str | None = None) -> dict[str, int]:
     """Assign each item to one of ``k`` folds (see the module docstring for the scheme).
 
     Parameters
@@ -46,6 +50,9 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
     labels
         When given, items with identical inputs are one unit and folds are stratified by
         each unit's mean aggregated reference score.
+    group_by
+        An input field: items of ``labels`` with the same non-empty value of it (whitespace
+        stripped) are merged into one unit as well. Ignored without ``labels``.
 
     Returns
     -------
@@ -60,10 +67,13 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
     ids = sorted(set(item_ids))
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise CVOptionsError(f"folds must be an int >= 2, got {k!r}")
-    groups = content_groups(ids, labels)
+    groups = content_groups(ids, labels, group_by=group_by)
     keys = sorted(groups)
     if len(keys) < k:
-        raise CVOptionsError(f"{k} folds need at least {k} distinct items, got {len(keys)}")
+        grouped = (f" (items sharing {group_by!r} count once)"
+                   if group_by and labels is not None else "")
+        raise CVOptionsError(f"{k} folds need at least {k} distinct items, got "
+                             f"{len(keys)}{grouped}")
     rng = random.Random(seed)
     rng.shuffle(keys)
     if labels is not None:
@@ -82,9 +92,16 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
     return dict(sorted(folds.items()))
 
 
-def content_groups(ids: Iterable[str], labels: LabelSet | None) -> dict[str, list[str]]:
+def content_groups(ids: Iterable[str], labels: LabelSet | None, *,
+                   group_by: str | None = None) -> dict[str, list[str]]:
     """Units of items: ``content key -> item ids``; items whose inputs are identical (one
-    text under several ids) share a key. Without labels every item is its own unit."""
+    text under several ids) share a key. Without labels every item is its own unit.
+
+    With ``group_by`` (an input field name), items whose value of that field is equal after
+    stripping whitespace are merged too (union-find over both relations, so chains join:
+    a twin of an item in one question group pulls that group in); a merged unit's key is the
+    smallest content key among its members. Items with an empty or missing value are not
+    grouped by the field."""
     ids = sorted(set(ids))
     if labels is None:
         return {i: [i] for i in ids}
@@ -95,7 +112,30 @@ def content_groups(ids: Iterable[str], labels: LabelSet | None) -> dict[str, lis
     for i in ids:
         key = item_id_for(inputs[i]) if i in inputs else i
         groups.setdefault(key, []).append(i)
-    return groups
+    if group_by is None:
+        return groups
+    parent = {key: key for key in groups}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    first: dict[str, str] = {}  # field value -> the first content key that had it
+    for key in sorted(groups):
+        for i in groups[key]:
+            value = str((inputs.get(i) or {}).get(group_by) or "").strip()
+            if not value:
+                continue
+            other = first.setdefault(value, key)
+            a, b = root(key), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the smallest key names the unit
+    merged: dict[str, list[str]] = {}
+    for key in sorted(groups):
+        merged.setdefault(root(key), []).extend(groups[key])
+    return {key: sorted(members) for key, members in merged.items()}
 
 
 def _mean_reference(labels: LabelSet) -> dict[str, float]:

@@ -2,15 +2,16 @@
 
 :class:`CVOptions` checks everything it can on its own when it is built (fold count, bootstrap
 resamples, item limit, variant names, the checkpoint directory); :meth:`CVOptions.check_data`
-checks what needs the labels (enough distinct items for the folds) and runs before any LM,
-embedder or judge is built. Every problem is a :class:`CVOptionsError` naming the option (and
-its ``judgealign cv`` flag), so the CLI answers bad flags with one line and exit code 2.
+checks what needs the labels and the rubric (enough distinct items for the folds, ``group_by``
+naming one of the rubric's inputs) and runs before any LM, embedder or judge is built. Every
+problem is a :class:`CVOptionsError` naming the option (and its ``judgealign cv`` flag), so the
+CLI answers bad flags with one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ class CVOptions:
         inputs count once). Flag ``--folds``.
     seed : int, default 0
         Seeds the folds, the bootstrap and the baselines' example order. Flag ``--seed``.
+    group_by : str or None, default None
+        An input field of the rubric (``"question"``, ``"reference"`` ...): items whose
+        value of it is equal (after stripping whitespace) share a fold, as items with
+        identical inputs always do; items with an empty value are not grouped by it. For
+        sets where several answers respond to one question or passage (SQuALITY), so no
+        sibling of a held-out answer sits in training. Checked against the rubric's inputs
+        by :meth:`check_data`. Flag ``--group-by``.
     variants : tuple of str, default ``("baseline", "memalign")``
         LLM variants in report order, names of :mod:`judgealign.build` (``baseline``,
         ``memalign``, ``semantic-only``, ``episodic-only``, the DSPy few-shot baselines;
@@ -91,12 +99,18 @@ class CVOptions:
     progress: bool = True
     checkpoint_dir: Path | None = field(default=None)
     resume: bool = False
+    group_by: str | None = None  # last, so positional construction keeps working
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (sequences -> tuples, str -> Path).
         _int("folds", self.folds, "--folds", minimum=2)
         _int("seed", self.seed, "--seed")
         _int("n_bootstrap", self.n_bootstrap, "--bootstrap", minimum=1)
+        if self.group_by is not None:
+            if not isinstance(self.group_by, str) or not self.group_by.strip():
+                raise CVOptionsError(f"group_by must be the name of an input field, got "
+                                     f"{self.group_by!r} (--group-by)")
+            object.__setattr__(self, "group_by", self.group_by.strip())
         if self.limit is not None:
             _int("limit", self.limit, "--limit", minimum=1)
             if self.limit < self.folds:
@@ -160,23 +174,41 @@ class CVOptions:
                                  f"{sorted(names)}")
         return cls(**kwargs)
 
-    def check_data(self, n_units: int, n_items: int) -> None:
-        """Checks that need the (selected) labels; run before anything is built.
+    def check_data(self, n_units: int, n_items: int, *,
+                   input_names: Sequence[str] | None = None) -> None:
+        """Checks that need the (selected) labels and the rubric; run before anything is
+        built.
 
         Parameters
         ----------
         n_units
-            Distinct items once items with identical inputs are merged (what folds split).
+            Distinct items once items with identical inputs (and, with ``group_by``, equal
+            values of that field) are merged: what folds split.
         n_items
             Items after ``limit``.
+        input_names
+            The rubric's input names; when given, ``group_by`` must be one of them.
         """
+        self.check_group_by(input_names)
         if n_items == 0:
             raise CVOptionsError("no labelled items left to cross-validate")
         if n_units < self.folds:
+            same = (f"identical inputs or the same {self.group_by!r}" if self.group_by
+                    else "identical inputs")
             dup = "" if n_units == n_items else (f" ({n_items} items, but items with "
-                                                 "identical inputs count once)")
+                                                 f"{same} count once)")
             raise CVOptionsError(f"{self.folds} folds need at least {self.folds} distinct "
                                  f"items, got {n_units}{dup} (--folds)")
+
+    def check_group_by(self, input_names: Sequence[str] | None) -> None:
+        """Raise a :class:`CVOptionsError` when ``group_by`` is not one of ``input_names``
+        (the rubric's inputs); nothing to check without ``group_by`` or ``input_names``."""
+        if self.group_by is None or input_names is None:
+            return
+        names = list(input_names)
+        if self.group_by not in names:
+            raise CVOptionsError(f"group_by {self.group_by!r} is not an input of the rubric "
+                                 f"(--group-by); inputs: {', '.join(names)}")
 
 
 def _int(name: str, value: Any, flag: str, *, minimum: int | None = None) -> None:

@@ -286,7 +286,9 @@ def _settings_section(result: CVResult) -> list[str]:
              f"- variants: {', '.join(result.variants)} (skipped: {skipped})",
              f"- reference predictors: {refs}",
              f"- folds: {s.get('folds')} over items, sizes {d.get('fold_sizes')}, "
-             f"seed {s.get('seed')}",
+             f"seed {s.get('seed')}"
+             + (f"; items with the same `{s['group_by']}` kept in one fold"
+                if s.get("group_by") else ""),
              f"- demos per judgment k = {s.get('k')}, demo item budget "
              f"{s.get('demo_input_tokens')} tokens",
              f"- judge LM: `{json.dumps(s.get('lm'))}`",
@@ -295,6 +297,7 @@ def _settings_section(result: CVResult) -> list[str]:
              f"- bootstrap: {s.get('n_bootstrap')} paired resamples of items, seed "
              f"{s.get('seed')}, {round(100 * s.get('confidence', 0.95))}% percentile CIs",
              *_policy_lines(result),
+             *_mode_lines(result),
              ""]
     return lines
 
@@ -323,6 +326,23 @@ def _policy_lines(result: CVResult) -> list[str]:
         else:
             parts.append(f"{v} {policy}")
     return [f"- score policy: {'; '.join(parts)}"] if parts else []
+
+
+def _mode_lines(result: CVResult) -> list[str]:
+    """How each variant's judge calls the LM (issue 15): per dimension or one joint call."""
+    from judgealign.build import VARIANTS
+
+    scoring = (result.settings.get("config") or {}).get("scoring") or {}
+    configured = scoring.get("mode")
+    if configured is None:
+        return []
+    layout = scoring.get("layout", "item-first")
+    parts = []
+    for v in result.variants:
+        mode = ((VARIANTS.get(v) or {}).get("scoring") or {}).get("mode", configured)
+        parts.append(f"{v} one call per item (joint)" if mode == "joint"
+                     else f"{v} one call per dimension ({layout} layout)")
+    return [f"- judging: {'; '.join(parts)}"]
 
 
 def _kind_label(result: CVResult, row: str) -> str:

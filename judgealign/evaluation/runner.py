@@ -12,7 +12,8 @@ the embedded model takes 4-7 s per judgment: the dimensions ``model_training`` a
 is set. ``--full`` runs every
 dimension, every item and the variants ``baseline``, ``memalign``, ``semantic-only``,
 ``episodic-only`` (hours on 2 cores). ``--dimensions``, ``--limit`` and ``--variants``
-override either.
+override either. ``--group-by FIELD`` keeps the items that share a value of that rubric input
+(e.g. ``question``) in one fold.
 
 Checkpoints go to ``--out``; ``--resume`` reuses the (fold, variant) runs already finished
 there with the same settings.
@@ -77,7 +78,8 @@ def plan_for(args: argparse.Namespace) -> Plan:
 def options_for(args: argparse.Namespace, plan: Plan) -> CVOptions:
     """The :class:`CVOptions` of a ``cv``/``demo`` invocation; every flag is checked here,
     before any data is read or any model is built."""
-    return CVOptions(folds=args.folds, seed=args.seed, variants=tuple(plan.variants),
+    return CVOptions(folds=args.folds, seed=args.seed,
+                     group_by=getattr(args, "group_by", None), variants=tuple(plan.variants),
                      references=() if getattr(args, "no_references", False) else REFERENCES,
                      dimensions=tuple(plan.dimensions) if plan.dimensions else None,
                      limit=plan.limit, n_bootstrap=args.bootstrap, progress=True,
@@ -105,7 +107,8 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     what = (f"{len(plan.dimensions) if plan.dimensions else 'all'} dimension(s)"
             f"{' (' + ', '.join(plan.dimensions) + ')' if plan.dimensions else ''}, "
             f"{'first ' + str(plan.limit) if plan.limit else 'all'} items, {options.folds} "
-            f"folds, variants {', '.join(options.variants)}, references "
+            f"folds{' grouped by ' + options.group_by if options.group_by else ''}, "
+            f"variants {', '.join(options.variants)}, references "
             f"{', '.join(options.references) or 'off'}, {options.n_bootstrap} bootstrap "
             "resamples")
     print(f"{args.command}: {rubric.name}: {what}; judge LM {settings.lm.model}; "

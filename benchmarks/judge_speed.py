@@ -1,0 +1,260 @@
+"""How fast one notebook can be judged: the engine's limit, and judgealign's nine-dimension
+judgment per prompt layout and judging mode (issue 15).
+
+Run from the repository root::
+
+    python -m benchmarks.judge_speed                 # embedded model, one bundled notebook
+    python -m benchmarks.judge_speed --judges aligned
+    python -m benchmarks.judge_speed --dry-run       # an instant scripted LM; never writes
+
+(a) Raw engine speed, no judgealign: llama.cpp evaluating the first 2,048 tokens of the
+notebook's text from an empty KV cache (prompt tokens/s), then generating up to 64 tokens
+greedily (generated tokens/s).
+
+(b) judgealign judging the bundled notebook of median length (``ml_notebooks``) on all nine
+dimensions, whole (no item cut), with each setting:
+
+* ``per-dimension, classic`` -- nine calls, DSPy's JSONAdapter layout: the dimension's
+  instructions and demos first, the notebook last (judgealign before issue 15);
+* ``per-dimension, item-first`` -- nine calls, the notebook first and shared by them;
+* ``joint`` -- one call for all nine dimensions.
+
+for two judges: ``unaligned`` (no memory) and ``aligned`` (episodic memory of the other 49
+notebooks' labels, k=3 demos of <= 350 tokens: the defaults). Before each judgment the
+engine's KV cache is emptied and its answer cache is off, so every setting starts cold.
+Reported: wall time and its ratio to the classic layout, LM calls and failures, tokens in the
+prompts (what a provider without prompt caching bills), tokens llama.cpp actually evaluated
+(prompt tokens not reused from the KV cache, plus generated ones), and the floor: the shared
+part once plus each dimension's part (``notebook + nine dimension parts``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import command_line, emit, machine_markdown, table  # noqa: E402
+
+SECTION = "judge_speed"
+SETTINGS = (("per-dimension, classic", "classic", "per-dimension"),
+            ("per-dimension, item-first", "item-first", "per-dimension"),
+            ("joint", "item-first", "joint"))
+JUDGES = ("unaligned", "aligned")
+
+
+class EvalCounter:
+    """Counts the tokens llama.cpp evaluates and keeps each call's prompt tokens, by wrapping
+    the model object's ``eval`` and ``create_chat_completion`` (instance attributes: the
+    class is untouched)."""
+
+    def __init__(self, llama: Any) -> None:
+        self.llama = llama
+        self.evaluated = 0
+        self.prompts: list[list[int]] = []
+        eval_, chat = llama.eval, llama.create_chat_completion
+
+        def counted_eval(tokens: Sequence[int]) -> Any:
+            self.evaluated += len(tokens)
+            return eval_(tokens)
+
+        def recorded_chat(*args: Any, **kwargs: Any) -> Any:
+            out = chat(*args, **kwargs)
+            n = int((out.get("usage") or {}).get("prompt_tokens") or 0)
+            self.prompts.append([int(t) for t in llama.input_ids[:n]])
+            return out
+
+        llama.eval, llama.create_chat_completion = counted_eval, recorded_chat
+
+    def reset(self) -> None:
+        self.llama.reset()  # an empty KV cache: the next prompt is read from its start
+        self.evaluated, self.prompts = 0, []
+
+    def floor(self) -> int:
+        """The shared prefix of the prompts once plus what each adds after it."""
+        if not self.prompts:
+            return 0
+        shared = min(len(_common(self.prompts[0], p)) for p in self.prompts)
+        return shared + sum(len(p) - shared for p in self.prompts)
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    out = []
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        out.append(x)
+    return out
+
+
+def raw_speed(llama: Any, text: str) -> dict[str, float]:
+    """Prompt evaluation and greedy generation speed of the bare engine."""
+    import numpy as np
+
+    tokens = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)[:2048]
+    llama.reset()
+    start = time.perf_counter()
+    llama.eval(tokens)
+    prompt_s = time.perf_counter() - start
+    generated, start = 0, time.perf_counter()
+    for _ in range(64):
+        token = int(np.argmax(llama.scores[llama.n_tokens - 1]))
+        if token == llama.token_eos():
+            break
+        llama.eval([token])
+        generated += 1
+    gen_s = time.perf_counter() - start
+    llama.reset()
+    return {"prompt_tokens": len(tokens), "prompt_tps": len(tokens) / prompt_s,
+            "generated": generated, "gen_tps": generated / gen_s if gen_s else 0.0}
+
+
+def pick_item(data: Any, count: Any) -> str:
+    """The notebook of median length (in the judge LM's tokens)."""
+    items = data.labels.items()
+    sizes = sorted((count(items[i]["notebook"]), i) for i in items)
+    return sizes[len(sizes) // 2][1]
+
+
+def judges(data: Any, item: str, lm: Any, wanted: Sequence[str]) -> dict[str, Any]:
+    from judgealign.optimizers.memalign import MemAlign
+    from judgealign.program import RubricJudge
+
+    out: dict[str, Any] = {}
+    if "unaligned" in wanted:
+        out["unaligned"] = RubricJudge(data.rubric, lm=lm, policy="expected")
+    if "aligned" in wanted:
+        others = data.labels.subset([i for i in data.labels.item_ids if i != item])
+        # Episodic memory only, no calibration: aligning makes no LM call here.
+        out["aligned"] = MemAlign(semantic=False, policy="expected").compile(
+            RubricJudge(data.rubric, lm=lm), trainset=others)
+    return out
+
+
+def measure(judge: Any, inputs: dict[str, str], layout: str, mode: str,
+            counter: EvalCounter | None) -> dict[str, Any]:
+    from judgealign.usage import CostMeter
+
+    judge = judge.deepcopy()
+    judge.mode = mode
+    for dj in judge.judges.values():
+        dj.layout = layout
+    if counter is not None:
+        counter.reset()
+    start = time.perf_counter()
+    with CostMeter() as meter:
+        result = judge(**inputs)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "calls": meter.calls, "prompt_tokens": meter.prompt_tokens,
+            "completion_tokens": meter.completion_tokens,
+            "failed": sum(r.failed for r in result),
+            "evaluated": counter.evaluated if counter is not None else None,
+            "floor": counter.floor() if counter is not None else None,
+            "scores": {r.dimension: r.label for r in result}}
+
+
+def scripted_answer(prompt: str) -> dict[str, str]:
+    """``--dry-run``'s instant judge: level 2 on every dimension asked, either mode."""
+    import re
+
+    joint = list(dict.fromkeys(re.findall(r"`(\w+)_score`", prompt)))
+    if not joint:
+        return {"score": "2", "rationale": "scripted"}
+    out = {}
+    for dim in joint:
+        out[f"{dim}_score"], out[f"{dim}_rationale"] = "2", "scripted"
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--judges", default=",".join(JUDGES),
+                        help="comma-separated: unaligned, aligned")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="judgments per setting (median wall time); default 1")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="an instant scripted LM; never writes BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = [j.strip() for j in args.judges.split(",") if j.strip()]
+    if set(wanted) - set(JUDGES):
+        parser.error(f"unknown judge(s) {sorted(set(wanted) - set(JUDGES))}")
+    warnings.simplefilter("ignore")
+
+    import dspy
+
+    from judgealign import build
+    from judgealign.datasets import load_ml_notebooks
+    from judgealign.lm import lm_identity, lm_token_counter
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    if args.dry_run:
+        from judgealign.testing import scripted_lm
+
+        lm = scripted_lm(scripted_answer, name="scripted/dry-run")
+    else:
+        lm = build.judge_lm(build.settings_from(None, overrides={"lm": {"cache": False}}))
+    llama = getattr(getattr(lm, "engine", None), "llama", None)
+    counter = EvalCounter(llama) if llama is not None else None
+    data = load_ml_notebooks()
+    count = lm_token_counter(lm)
+    item = pick_item(data, count)
+    inputs = {k: v for k, v in data.labels.items()[item].items()
+              if k in data.rubric.input_names}
+    raw = raw_speed(llama, inputs["notebook"]) if llama is not None else None
+
+    rows = []
+    for name, judge in judges(data, item, lm, wanted).items():
+        base = None
+        for label, layout, mode in SETTINGS:
+            runs = [measure(judge, inputs, layout, mode, counter) for _ in range(args.repeats)]
+            run = runs[0]
+            run["seconds"] = statistics.median(r["seconds"] for r in runs)
+            base = base or run["seconds"]
+            rows.append([name, label, f"{run['seconds']:.1f} s", f"{run['seconds'] / base:.2f}",
+                         f"{run['calls']} ({run['failed']} failed)",
+                         f"{run['prompt_tokens']:,}",
+                         "—" if run["evaluated"] is None else f"{run['evaluated']:,}",
+                         "—" if not run["floor"] else
+                         f"{run['floor']:,} ({run['evaluated'] / run['floor']:.2f}x)",
+                         f"{run['completion_tokens']:,}"])
+            print(f"{name} / {label}: {run['seconds']:.1f} s, {run['calls']} calls, "
+                  f"scores {run['scores']}", file=sys.stderr)
+
+    parts = ["## Judging speed: layouts and joint mode (issue 15)",
+             f"Command: `{command_line('benchmarks.judge_speed', argv)}` — notebook `{item}` "
+             f"(median length of the bundled set: {count(inputs['notebook']):,} tokens, judged "
+             "whole), all nine dimensions, KV cache emptied and answer cache off before each "
+             f"judgment, median of {args.repeats} judgment(s) per setting."]
+    if raw is not None:
+        parts.append(
+            "Engine limit (llama.cpp alone): prompt evaluation "
+            f"{raw['prompt_tps']:.0f} tokens/s ({raw['prompt_tokens']:,} tokens from an empty "
+            f"cache), generation {raw['gen_tps']:.0f} tokens/s ({raw['generated']} tokens).")
+    parts.append(table(["judge", "setting", "wall time", "× classic", "LM calls",
+                        "prompt tokens sent", "tokens evaluated",
+                        "floor: shared part once + parts (evaluated / floor)",
+                        "tokens generated"], rows))
+    if raw is not None:
+        parts.append("Reading: *prompt tokens sent* is what a provider without prompt caching "
+                     "bills; *tokens evaluated* is what llama.cpp computed (prompt tokens not "
+                     "reused from its KV cache, plus generated tokens fed back); the floor "
+                     "counts the prompts' common prefix once. At the engine's prompt speed "
+                     "above, each 1,000 tokens evaluated cost "
+                     f"{1000 / raw['prompt_tps']:.1f} s.")
+    ident = " ".join(f"{k}={v}" for k, v in lm_identity(lm).items() if k != "model_sha256")
+    parts.append(machine_markdown(lm=ident))
+    emit(SECTION, "\n\n".join(parts), write=not (args.no_write or args.dry_run))
+
+
+if __name__ == "__main__":
+    main()

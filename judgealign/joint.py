@@ -1,0 +1,286 @@
+"""Joint mode (``[scoring] mode = "joint"``): one LM call per item scores every dimension.
+
+Per-dimension judging makes one call per dimension; even with the item-first layout (the
+item's KV state or a provider's prompt cache shared by the calls) each call pays for its
+own answer and its own dimension part. In joint mode one call carries:
+
+* the same three shared messages as the item-first layout (rubric text, the fenced item, the
+  acknowledgement: :class:`~judgealign.adapter.JudgeAdapter`), so the prompt starts exactly as
+  a per-dimension one does;
+* one section per dimension: its instructions and kept guidelines, then the labels of the
+  item's nearest episodes as compact lines (``score 2: <the expert's rationale>``): the
+  episodic memory's demos without their item text, which would not fit nine times;
+* an answer with one ``<dimension>_score`` / ``<dimension>_rationale`` pair per dimension
+  (the signature of :func:`joint_signature`; scores are typed levels, so a constraining engine
+  writes nothing else and reports each score's level probabilities).
+
+A dimension whose field is missing or off the scale fails alone (its ``DimensionResult``
+records the error); the others keep their scores. A retry asks again for the failed
+dimensions only. Score policies and calibrations apply per dimension as in per-dimension
+mode, and MemAlign fits the calibrations on joint judgments of the training items
+(:class:`JointView`), so what cross-validation measures is what the aligned judge ships.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import dspy
+
+from judgealign.adapter import JudgeAdapter, neutralize, rubric_header
+from judgealign.calibration import logprob_request
+from judgealign.items import fit_fields, truncate
+from judgealign.lm import lm_context_window, lm_token_counter, retry_config
+from judgealign.results import DimensionResult, JudgeResult
+from judgealign.signatures.rubric import parse_score, score_choices
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["per-dimension", "joint"]
+MODES: tuple[str, ...] = get_args(Mode)
+DEFAULT_MODE: Mode = "per-dimension"
+
+# Answer tokens per dimension: the score field and a one-sentence rationale. The embedded
+# model's per-call budget is 48; a remote model's 512 would reserve 4,608 tokens for nine.
+ANSWER_TOKENS_PER_DIMENSION = 64
+# Tokens of one compact demo line (score and rationale, cut).
+DEMO_LINE_TOKENS = 60
+# The shared part's scaffolding, the question and the output-format text.
+_FIXED_OVERHEAD_TOKENS = 500
+_MIN_ITEM_TOKENS = 256
+MISSING = "<missing from the answer>"
+
+
+def check_mode(mode: Any, *, where: str = "mode") -> Mode:
+    """``mode`` if it names a judging mode, else ``ValueError`` naming ``where``."""
+    if mode not in MODES:
+        raise ValueError(f"{where}: unknown judging mode {mode!r}; known: {', '.join(MODES)}")
+    return mode
+
+
+def score_field(dim: str) -> str:
+    return f"{dim}_score"
+
+
+def rationale_field(dim: str) -> str:
+    return f"{dim}_rationale"
+
+
+def joint_signature(rubric: Any, dims: Sequence[str]) -> type[dspy.Signature]:
+    """The signature of a joint call: the rubric's inputs, then for each dimension of ``dims``
+    (in order) ``<dim>_score`` (a ``Literal`` of its levels, N/A where allowed) and
+    ``<dim>_rationale`` (``str``). Scores come before rationales within a pair, so a cut
+    answer keeps the scores it reached."""
+    fields: dict[str, tuple[Any, Any]] = {}
+    for inp in rubric.inputs:
+        desc = inp.description or inp.name
+        fields[inp.name] = (str, dspy.InputField(desc=desc if inp.required
+                                                 else desc + " (may be empty)"))
+    for dim in dims:
+        spec = rubric.dimension(dim)
+        choices = score_choices(rubric, spec)
+        fields[score_field(dim)] = (Literal[choices], dspy.OutputField(  # type: ignore[valid-type]
+            desc=f"{spec.name}: one of {', '.join(choices)}"))
+        fields[rationale_field(dim)] = (str, dspy.OutputField(
+            desc=f"{spec.name}: one short sentence citing the evidence"))
+    return dspy.make_signature(fields, "Judge the item on every dimension listed.",
+                               signature_name="JointJudgment")
+
+
+class JointAdapter(JudgeAdapter):
+    """The item-first layout with one section per dimension (see the module docstring).
+
+    ``sections`` maps each judged dimension to its instructions (with guidelines); ``demos``
+    passed to :meth:`format` are dicts with ``dimension``, ``score`` and ``rationale``.
+    Parsing is lenient per field: a missing or malformed field comes back as ``None`` or as
+    written, and the caller fails that dimension alone.
+    """
+
+    def __init__(self, rubric: Any, sections: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(rubric, **kwargs)
+        self.sections = dict(sections)
+
+    def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
+               inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [*self.shared_messages(signature, inputs),
+                {"role": "user", "content": self.joint_message(signature, demos)}]
+
+    def joint_message(self, signature: type[dspy.Signature],
+                      demos: Sequence[Mapping[str, Any]]) -> str:
+        by_dim: dict[str, list[Mapping[str, Any]]] = {}
+        for demo in demos:
+            by_dim.setdefault(str(demo.get("dimension")), []).append(demo)
+        parts = ["Judge the item between the ITEM markers above on each of the following "
+                 f"{len(self.sections)} dimensions, independently."]
+        for n, (dim, text) in enumerate(self.sections.items(), start=1):
+            lines = [f"## Dimension {n}: answer in `{score_field(dim)}` and "
+                     f"`{rationale_field(dim)}`", self._strip_header(text)]
+            shown = by_dim.get(dim, [])
+            if shown:
+                lines.append("How the experts scored similar items on this dimension (other "
+                             "items, not the one you judge):")
+                lines += [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
+                          for d in shown]
+            parts.append("\n".join(lines))
+        parts.append("Output fields:\n" + _field_lines(signature))
+        parts.append(self.user_message_output_requirements(signature))
+        return "\n\n".join(parts)
+
+    def _strip_header(self, text: str) -> str:
+        header = rubric_header(self.rubric) if self.rubric is not None else ""
+        text = text.strip()
+        if header and text.startswith(header + "\n"):
+            text = text[len(header) + 1:].lstrip()
+        return text
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        from dspy.utils.exceptions import AdapterParseError
+
+        fields = _json_object(completion)
+        if fields is None:
+            raise AdapterParseError(adapter_name=type(self).__name__, signature=signature,
+                                    lm_response=completion,
+                                    message="the answer holds no JSON object")
+        # A missing field is marked, not None: None would read as N/A.
+        return {name: fields.get(name, MISSING) for name in signature.output_fields}
+
+
+def _field_lines(signature: type[dspy.Signature]) -> str:
+    lines = []
+    for name, info in signature.output_fields.items():
+        desc = (info.json_schema_extra or {}).get("desc") or name
+        lines.append(f"- {name}: {desc}")
+    return "\n".join(lines)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text``, repaired as DSPy's JSONAdapter does, or ``None``."""
+    import json_repair
+    import regex
+
+    try:
+        fields = json_repair.loads(text)
+        if not isinstance(fields, dict):
+            match = regex.search(r"\{(?:[^{}]|(?R))*\}", text, regex.DOTALL)
+            fields = json_repair.loads(match.group(0)) if match else None
+    except (ValueError, RecursionError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+# --- judging --------------------------------------------------------------------------------
+
+
+def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
+                  vector: Any = None, exclude: Collection[str] = frozenset(),
+                  collect: bool = False, item_id: str | None = None,
+                  max_attempts: int | None = None) -> JudgeResult:
+    """One item judged on ``dims`` with one call (plus a retry for failed dimensions).
+
+    ``inputs`` are checked inputs; ``vector`` the item's retrieval vector; ``exclude`` and
+    ``collect`` as in :meth:`DimensionJudge.forward`. Every ``DimensionResult`` says what it
+    says in per-dimension mode (scores by each dimension's policy and calibration).
+    """
+    djudges = [judge.judges[d] for d in dims]
+    lm = djudges[0].resolve_lm()
+    count = lm_token_counter(lm)
+    demos: list[dict[str, Any]] = []
+    retrieved: dict[str, list[str]] = {}
+    neighbours: dict[str, dict[str, float]] = {}
+    for dj in djudges:
+        found, episodes, sims = dj._demos(inputs, count, vector, exclude)
+        retrieved[dj.dimension] = [ep.item_id for ep in episodes]
+        neighbours[dj.dimension] = (dj._neighbours(episodes, sims, vector)
+                                    if collect or dj._uses_neighbours() else {})
+        for d in found:
+            demos.append({"dimension": dj.dimension, "score": d.get("score"),
+                          "rationale": truncate(str(d.get("rationale") or ""),
+                                                DEMO_LINE_TOKENS, count)})
+    sections = {dj.dimension: dj.instructions for dj in djudges}
+    base_max = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
+    max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
+    room = (lm_context_window(lm) - max_out - _FIXED_OVERHEAD_TOKENS
+            - sum(count(t) for t in sections.values()) - DEMO_LINE_TOKENS * len(demos))
+    budgets = [dj.item_tokens for dj in djudges if dj.item_tokens is not None]
+    budget = max(room, _MIN_ITEM_TOKENS)
+    if budgets:
+        budget = min(budget, min(budgets))
+    fitted = fit_fields(dict(inputs), budget, count)
+
+    results: dict[str, DimensionResult] = {}
+    errors: dict[str, str] = {}
+    raw: str | None = None
+    pending = list(dims)
+    attempts = max_attempts or max(dj.max_attempts for dj in djudges)
+    ask = logprob_request(lm)
+    for attempt in range(attempts):
+        signature = joint_signature(judge.rubric, pending)
+        predict = dspy.Predict(signature)
+        adapter = JointAdapter(judge.rubric, {d: sections[d] for d in pending})
+        config = {**retry_config(lm, attempt), **ask, "max_tokens": max_out}
+        try:
+            with dspy.context(lm=lm, adapter=adapter):
+                pred = predict(**fitted, demos=[d for d in demos if d["dimension"] in pending],
+                               config=config)
+        except Exception as exc:  # the call itself failed: every pending dimension did
+            msg = f"{type(exc).__name__}: {exc}"
+            raw = getattr(exc, "lm_response", None) or raw
+            errors.update(dict.fromkeys(pending, msg))
+            log.debug("joint judgment failed: %s", msg)
+            continue
+        still = []
+        for dim in pending:
+            dj = judge.judges[dim]
+            try:
+                value = pred.get(score_field(dim))
+                if value == MISSING:
+                    raise ValueError(f"the answer has no {score_field(dim)!r}")
+                score = parse_score(value, scale=judge.rubric.scale,
+                                    allow_na=dj.spec.allows_na)
+            except ValueError as exc:
+                errors[dim] = f"ValueError: {exc}"
+                still.append(dim)
+                continue
+            why = pred.get(rationale_field(dim))
+            results[dim] = dj._result(pred, score, retrieved[dim], neighbours[dim],
+                                      field=score_field(dim),
+                                      rationale="" if why == MISSING else why)
+        raw = json.dumps({k: pred.get(k) for k in signature.output_fields}, default=str)
+        pending = still
+        if not pending:
+            break
+    for dim in pending:
+        results[dim] = DimensionResult(dim, None, "", retrieved[dim],
+                                       error=errors.get(dim, "no answer")[:2000], raw=raw)
+    return JudgeResult(item_id, {d: results[d] for d in dims})
+
+
+class JointView:
+    """Dimension ``dim`` of a joint judge of ``dims``, callable like a ``DimensionJudge`` (what
+    :func:`judgealign.calibration.training_rows` calls). Judgments are memoised per item and
+    exclusion set in ``memo``, shared by the views of all dimensions, so fitting nine
+    calibrations judges each training item once, not nine times."""
+
+    def __init__(self, judge: Any, dim: str, dims: Sequence[str],
+                 memo: dict[Any, JudgeResult]) -> None:
+        self.judge, self.dim, self.dims, self.memo = judge, dim, list(dims), memo
+        self.rubric = judge.rubric
+        self.spec = judge.judges[dim].spec
+
+    def __call__(self, *, _exclude: Collection[str] = frozenset(), _collect: bool = False,
+                 **inputs: str) -> DimensionResult:
+        from judgealign.calibration import input_group
+
+        key = (input_group(inputs), frozenset(_exclude))
+        if key not in self.memo:
+            vector = self.judge._query_vectors([inputs], self.dims)[0]
+            self.memo[key] = judge_jointly(self.judge, inputs, self.dims,
+                                           vector=vector, exclude=_exclude, collect=True)
+        return self.memo[key][self.dim]
+
+
+__all__ = ["DEFAULT_MODE", "MODES", "JointAdapter", "JointView", "Mode", "check_mode",
+           "joint_signature", "judge_jointly", "rationale_field", "score_field"]
