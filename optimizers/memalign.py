@@ -122,8 +122,9 @@ class DimensionReport:
     ``unvalidated`` the kept new guidelines validation did not reach (budget, or no judge
     LM); ``unprocessed_examples`` the examples no reflection call distilled (failed calls,
     or beyond ``max_reflection_calls``). ``calibration_calls`` counts the judge calls spent
-    on calibration features (included in ``lm_calls``, tokens and seconds) and
-    ``calibration`` summarises the fitted calibration (kind, reason, cross-validated errors).
+    on calibration features (included in ``lm_calls``, tokens and seconds),
+    ``calibration`` summarises the fitted calibration (kind, reason, cross-validated errors)
+    and ``kept_guidelines`` lists this compile's kept guidelines (text, mode, sources).
     """
 
     dimension: str
@@ -147,6 +148,8 @@ class DimensionReport:
     warning: str | None = None
     calibration_calls: int = 0
     calibration: dict[str, Any] | None = None
+    # This compile's kept guidelines as {text, mode, sources}: what a CV report can quote.
+    kept_guidelines: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -509,6 +512,8 @@ class MemAlign(Teleprompter):
         """Set ``rep.kept``, ``kept_by_mode`` and ``unvalidated`` from the kept guidelines."""
         new = [g for g in djudge.guidelines if g.text not in before]
         rep.kept = len(new)
+        rep.kept_guidelines = [{"text": g.text, "mode": g.mode, "sources": list(g.sources)}
+                               for g in new]
         rep.kept_by_mode = {m: n for m in MODES
                             if (n := sum(1 for g in new if g.mode == m))}
         rep.unvalidated = (sum(1 for g in new if g.validation is None) if self.validate
