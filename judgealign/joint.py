@@ -184,6 +184,8 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     ``collect`` as in :meth:`DimensionJudge.forward`. Every ``DimensionResult`` says what it
     says in per-dimension mode (scores by each dimension's policy and calibration).
     """
+    if not dims:
+        return JudgeResult(item_id, {})
     djudges = [judge.judges[d] for d in dims]
     lm = djudges[0].resolve_lm()
     count = lm_token_counter(lm)

@@ -56,6 +56,8 @@ def test_one_call_per_item_scores_every_dimension(tiny_rubric):
     assert prompt.index(ITEM_OPEN.format(field="answer")) < prompt.index("## Dimension 1")
     assert prompt.index("Is the answer right?") < prompt.index("Is the answer clear?")
     assert asked_dimensions(prompt) == ["correctness", "clarity"]
+    assert judge(answer="x", dimensions=[]).dimensions == {}  # nothing asked, no call
+    assert len(prompts) == 1
 
 
 def test_a_malformed_dimension_fails_alone_and_only_it_is_asked_again(tiny_rubric):
