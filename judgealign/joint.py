@@ -33,7 +33,7 @@ import dspy
 from judgealign.adapter import JudgeAdapter, neutralize, rubric_header
 from judgealign.calibration import logprob_request
 from judgealign.items import fit_fields, truncate
-from judgealign.lm import lm_context_window, lm_token_counter, retry_config
+from judgealign.lm import is_answer_error, lm_context_window, lm_token_counter, retry_config
 from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import parse_score, score_choices
 
@@ -232,6 +232,8 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
             raw = getattr(exc, "lm_response", None) or raw
             errors.update(dict.fromkeys(pending, msg))
             log.debug("joint judgment failed: %s", msg)
+            if ask and not is_answer_error(exc):
+                ask = {}  # a provider that lists logprobs but refuses them: ask no more
             continue
         still = []
         for dim in pending:

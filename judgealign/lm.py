@@ -169,6 +169,14 @@ def _litellm_counter(model: str) -> TokenCounter:
     return count
 
 
+def is_answer_error(exc: Exception) -> bool:
+    """True when the call worked but its answer did not parse or was off the scale (as
+    opposed to a call the provider refused: a retry should then change the request)."""
+    from dspy.utils.exceptions import AdapterParseError
+
+    return isinstance(exc, AdapterParseError | ValueError)
+
+
 def lm_concurrency(lm: Any, requested: int | None = None) -> int:
     """Calls in flight at most for ``lm``: 1 for an in-process model that is not thread-safe,
     else ``requested`` when given, else its ``[lm] concurrency`` (default

@@ -34,6 +34,7 @@ from judgealign.items import TokenCounter, estimate_tokens, fit_fields, truncate
 from judgealign.joint import DEFAULT_MODE, check_mode, judge_jointly
 from judgealign.lm import (
     configured_lm,
+    is_answer_error,
     lm_concurrency,
     lm_context_window,
     lm_token_counter,
@@ -160,7 +161,7 @@ class DimensionJudge(dspy.Module):
                 last_error = f"{type(exc).__name__}: {exc}"
                 raw = getattr(exc, "lm_response", None) or raw
                 log.debug("dimension %s failed: %s", self.dimension, last_error)
-                if ask and not _is_answer_error(exc):
+                if ask and not is_answer_error(exc):
                     ask = {}  # a provider that lists logprobs but refuses them: ask no more
         return DimensionResult(self.dimension, None, "", retrieved, error=last_error[:2000],
                                raw=raw)
@@ -252,13 +253,6 @@ class DimensionJudge(dspy.Module):
         if self.item_tokens is not None:
             budget = min(budget, self.item_tokens)
         return fit_fields(dict(inputs), budget, count), demos
-
-
-def _is_answer_error(exc: Exception) -> bool:
-    """True when the call worked but its answer did not parse or was off the scale."""
-    from dspy.utils.exceptions import AdapterParseError
-
-    return isinstance(exc, AdapterParseError | ValueError)
 
 
 

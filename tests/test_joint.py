@@ -329,3 +329,18 @@ def test_cv_memalign_joint_judges_each_item_once_and_is_calibrated_like_memalign
 
     assert ("- judging: memalign one call per dimension (item-first layout); memalign-joint "
             "one call per item (joint)") in render_markdown(result, figure=None)
+
+
+def test_a_provider_refusing_logprobs_is_asked_again_without_them(tiny_rubric):
+    class Refusing(ScriptedEngine):
+        def complete(self, request):
+            if request.config.logprobs is not None:
+                self.calls += 1
+                raise RuntimeError("logprobs are not supported by this deployment")
+            return super().complete(request)
+
+    engine = Refusing(lambda p: joint_answer(p, {"correctness": "3", "clarity": "1"}))
+    judge = RubricJudge(tiny_rubric, lm=dspy.LM("scripted/refuses", engine=engine, cache=False),
+                        mode="joint", policy="sampled")
+    result = judge(answer="a")
+    assert [r.score for r in result] == [3, 1] and engine.calls == 2
