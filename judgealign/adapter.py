@@ -136,6 +136,8 @@ class JudgeAdapter(dspy.JSONAdapter):
     JSONAdapter's, so grammar-constrained decoding of the embedded engine works unchanged.
     """
 
+    scope = "You will be asked about one dimension of the item at a time."
+
     def __init__(self, rubric: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rubric = rubric
@@ -164,8 +166,8 @@ class JudgeAdapter(dspy.JSONAdapter):
             lines.append(f"- {name}: {desc}" if desc != f"${{{name}}}" else f"- {name}")
         outputs = ", then ".join(f"`{name}`" for name in signature.output_fields)
         lines += ["", DATA_RULE, "",
-                  "You will be asked about one dimension of the item at a time. Answer with "
-                  f"a JSON object with the fields {outputs}, and nothing else."]
+                  f"{self.scope} Answer with a JSON object with the fields {outputs}, and "
+                  "nothing else."]
         return "\n".join(lines)
 
     def item_message(self, signature: type[dspy.Signature], inputs: Mapping[str, Any]) -> str:

@@ -35,7 +35,7 @@ from judgealign.calibration import logprob_request
 from judgealign.items import fit_fields, truncate
 from judgealign.lm import is_answer_error, lm_context_window, lm_token_counter, retry_config
 from judgealign.results import DimensionResult, JudgeResult
-from judgealign.signatures.rubric import parse_score, score_choices
+from judgealign.signatures.rubric import ANSWER_LINE, ONE_DIMENSION, parse_score, score_choices
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class JointAdapter(JudgeAdapter):
     written, and the caller fails that dimension alone.
     """
 
+    scope = "You will be asked to judge the item on several dimensions at once."
+
     def __init__(self, rubric: Any, sections: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(rubric, **kwargs)
         self.sections = dict(sections)
@@ -114,10 +116,12 @@ class JointAdapter(JudgeAdapter):
         for demo in demos:
             by_dim.setdefault(str(demo.get("dimension")), []).append(demo)
         parts = ["Judge the item between the ITEM markers above on each of the following "
-                 f"{len(self.sections)} dimensions, independently."]
+                 f"{len(self.sections)} dimensions, independently. For each, give the score "
+                 "first, then a rationale of one short sentence (at most 15 words) citing the "
+                 "evidence."]
         for n, (dim, text) in enumerate(self.sections.items(), start=1):
             lines = [f"## Dimension {n}: answer in `{score_field(dim)}` and "
-                     f"`{rationale_field(dim)}`", self._strip_header(text)]
+                     f"`{rationale_field(dim)}`", self._section(text)]
             shown = by_dim.get(dim, [])
             if shown:
                 lines.append("How the experts scored similar items on this dimension (other "
@@ -129,12 +133,17 @@ class JointAdapter(JudgeAdapter):
         parts.append(self.user_message_output_requirements(signature))
         return "\n\n".join(parts)
 
-    def _strip_header(self, text: str) -> str:
+    def _section(self, text: str) -> str:
+        """A dimension's instructions (and guidelines) without what the shared part or the
+        joint question already say: the rubric header, "judge one dimension only", the
+        per-dimension answer format."""
         header = rubric_header(self.rubric) if self.rubric is not None else ""
         text = text.strip()
         if header and text.startswith(header + "\n"):
             text = text[len(header) + 1:].lstrip()
-        return text
+        if text.startswith(ONE_DIMENSION):
+            text = text[len(ONE_DIMENSION):]
+        return "\n".join(line for line in text.split("\n") if line.strip() != ANSWER_LINE)
 
     def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
         from dspy.utils.exceptions import AdapterParseError

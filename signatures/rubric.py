@@ -199,20 +199,26 @@ def format_score(score: int | None) -> str:
     return NA if score is None else str(score)
 
 
+# Two sentences of every dimension's instructions that joint mode (one call for all
+# dimensions) replaces with one of its own.
+ONE_DIMENSION = "Judge one dimension only: "
+ANSWER_LINE = ("Answer with the score first, then a one-sentence rationale that cites the "
+               "evidence (for notebooks: cell numbers).")
+
+
 def instructions_for(rubric: Rubric, dim: DimensionSpec) -> str:
     """The base instructions of a dimension's signature, before any learned guideline."""
     lines = []
     if rubric.title or rubric.description:
         lines.append(" ".join(x for x in (rubric.title + "." if rubric.title else "",
                                          rubric.description) if x).strip())
-    lines.append(f"Judge one dimension only: {dim.name}. {dim.description}".strip())
+    lines.append(f"{ONE_DIMENSION}{dim.name}. {dim.description}".strip())
     lines.append("Score levels:")
     for level in rubric.scale:
         lines.append(f"- {level}: {dim.levels[level]}")
     if dim.allows_na:
         lines.append(f"- {NA}: {dim.na}")
-    lines.append("Answer with the score first, then a one-sentence rationale that cites the "
-                 "evidence (for notebooks: cell numbers).")
+    lines.append(ANSWER_LINE)
     return "\n".join(lines)
 
 

@@ -56,6 +56,10 @@ def test_one_call_per_item_scores_every_dimension(tiny_rubric):
     assert prompt.index(ITEM_OPEN.format(field="answer")) < prompt.index("## Dimension 1")
     assert prompt.index("Is the answer right?") < prompt.index("Is the answer clear?")
     assert asked_dimensions(prompt) == ["correctness", "clarity"]
+    # Said once for all dimensions, not per section; nothing says "one dimension at a time".
+    assert "Judge one dimension only" not in prompt and "one at a time" not in prompt
+    assert "one dimension of the item at a time" not in prompt
+    assert prompt.count("at most 15 words") == 1 and "- 2: partly right" in prompt
     assert judge(answer="x", dimensions=[]).dimensions == {}  # nothing asked, no call
     assert len(prompts) == 1
 
@@ -94,8 +98,8 @@ def test_a_joint_prompt_starts_with_the_per_dimension_shared_part(tiny_rubric):
         joint_signature(tiny_rubric, dims), [], inputs)
     # Same system message (the answer fields aside), same item and acknowledgement.
     assert joint[1:3] == per_dim[1:3]
-    assert joint[0]["content"].split("Answer with")[0] == per_dim[0]["content"].split(
-        "Answer with")[0]
+    assert joint[0]["content"].split("You will be asked")[0] == per_dim[0]["content"].split(
+        "You will be asked")[0]
 
 
 def test_demos_are_compact_label_lines_without_the_items_text(tiny_rubric):
