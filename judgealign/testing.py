@@ -194,10 +194,13 @@ class FakeOpenAIServer:
     ``respond(prompt)`` (a dict is sent as JSON text), where ``prompt`` is the messages'
     text joined as :func:`request_text` joins them. Use as a context manager; ``api_base``
     is the URL to configure (``[lm] model = "openai/fake"``, ``api_base = ...``).
+    ``respond`` may return a :class:`Refusal` (an HTTP error such as 429); ``cached_tokens``
+    is reported on every answer as ``usage.prompt_tokens_details.cached_tokens``.
     """
 
-    def __init__(self, respond: Responder) -> None:
+    def __init__(self, respond: Responder, *, cached_tokens: int = 0) -> None:
         self.respond = respond
+        self.cached_tokens = cached_tokens  # reported as prompt-cache hits on every answer
         self.requests: list[dict[str, Any]] = []
         self._server: Any = None
         self._thread: Any = None
@@ -247,7 +250,8 @@ class FakeOpenAIServer:
                                  "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": len(prompt) // 4,
                               "completion_tokens": len(text) // 4,
-                              "total_tokens": (len(prompt) + len(text)) // 4},
+                              "total_tokens": (len(prompt) + len(text)) // 4,
+                              "prompt_tokens_details": {"cached_tokens": outer.cached_tokens}},
                 }).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

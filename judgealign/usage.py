@@ -45,10 +45,23 @@ class Cost:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     dollars: float | None = None
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the provider's cache
 
     def describe(self) -> str:
         text = (f"{self.calls} calls, {self.prompt_tokens + self.completion_tokens:,} tokens")
+        if self.cached_prompt_tokens:
+            text += f" ({self.cached_prompt_tokens:,} prompt tokens cached)"
         return text + (f", ${self.dollars:.4f}" if self.dollars is not None else "")
+
+
+def _cached(entry: dict[str, Any]) -> int:
+    """Prompt tokens a provider served from its prompt cache, where it reports them
+    (OpenAI-style ``prompt_tokens_details.cached_tokens``; Anthropic-style
+    ``cache_read_input_tokens``)."""
+    details = entry.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        return _tokens(details, "cached_tokens")
+    return _tokens(entry, "cache_read_input_tokens")
 
 
 def _dollars(model: str, prompt: int, completion: int) -> float | None:
@@ -71,12 +84,15 @@ class CostMeter:
     counted (a judge and its reflection LM are often one model, and counting per model name
     would count their calls twice).
 
-    After the block: ``calls``, ``prompt_tokens``, ``completion_tokens``, ``seconds``.
+    After the block: ``calls``, ``prompt_tokens``, ``completion_tokens``,
+    ``cached_prompt_tokens`` (where the provider reports its prompt-cache hits) and
+    ``seconds``.
     """
 
     def __init__(self, lm: Any = None) -> None:
         self.lm = lm
         self.calls = self.prompt_tokens = self.completion_tokens = 0
+        self.cached_prompt_tokens = 0
         self.seconds = 0.0
         self._context: Any = None
 
@@ -95,19 +111,21 @@ class CostMeter:
         cost = self.running()
         self.calls, self.prompt_tokens = cost.calls, cost.prompt_tokens
         self.completion_tokens = cost.completion_tokens
+        self.cached_prompt_tokens = cost.cached_prompt_tokens
 
     def running(self) -> Cost:
         """The cost so far (callable inside the block, e.g. by a progress bar)."""
-        calls = prompt = completion = 0
+        calls = prompt = completion = cached = 0
         dollars: float | None = 0.0
         for model, rows in list(self._tracker.usage_data.items()):
             rows = list(rows)  # judging threads may append meanwhile
             p = sum(_tokens(e, "prompt_tokens", "input_tokens") for e in rows)
             c = sum(_tokens(e, "completion_tokens", "output_tokens") for e in rows)
             calls, prompt, completion = calls + len(rows), prompt + p, completion + c
+            cached += sum(_cached(e) for e in rows)
             price = _dollars(model, p, c) if dollars is not None else None
             dollars = None if price is None else dollars + price
-        return Cost(calls, prompt, completion, dollars if calls else None)
+        return Cost(calls, prompt, completion, dollars if calls else None, cached)
 
 
 __all__ = ["Cost", "CostMeter"]

@@ -348,3 +348,18 @@ def test_a_provider_refusing_logprobs_is_asked_again_without_them(tiny_rubric):
                         mode="joint", policy="sampled")
     result = judge(answer="a")
     assert [r.score for r in result] == [3, 1] and engine.calls == 2
+
+
+def test_prompt_tokens_a_provider_served_from_its_cache_are_counted(tiny_rubric, monkeypatch):
+    from judgealign.config import LMSettings
+    from judgealign.lm import build_lm
+    from judgealign.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with FakeOpenAIServer(lambda p: {"score": "2", "rationale": "ok"},
+                          cached_tokens=40) as server:
+        lm = build_lm(LMSettings(model="openai/fake", api_base=server.api_base, cache=False))
+        with CostMeter() as meter:
+            RubricJudge(tiny_rubric, lm=lm)(answer="a")
+    assert meter.calls == 2 and meter.cached_prompt_tokens == 80
+    assert "80 prompt tokens cached" in meter.running().describe()
