@@ -9,8 +9,10 @@ calls are counted by the meters around it too.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from dspy.utils.usage_tracker import UsageTracker
@@ -64,17 +66,31 @@ def _cached(entry: dict[str, Any]) -> int:
     return _tokens(entry, "cache_read_input_tokens")
 
 
-def _dollars(model: str, prompt: int, completion: int) -> float | None:
-    """litellm's price of these tokens for ``model`` (its bundled price table; no download),
-    ``None`` for a model it does not price (the embedded one, a private server)."""
+@lru_cache(maxsize=64)
+def _price(model: str) -> tuple[float, float] | None:
+    """litellm's dollars per prompt and per completion token for ``model`` (its bundled price
+    table; no download), ``None`` for a model it does not price (the embedded one, a private
+    server). Looked up once per model, with litellm's "Provider List" hint silenced."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never a download
     try:
         import litellm
-
-        cost = litellm.cost_per_token(model=model, prompt_tokens=prompt,
-                                      completion_tokens=completion)
-        return float(sum(cost))
+    except ImportError:
+        return None
+    quiet = litellm.suppress_debug_info
+    litellm.suppress_debug_info = True
+    try:
+        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1,
+                                                    completion_tokens=1)
+        return float(prompt), float(completion)
     except Exception:  # litellm raises for models missing from its table
         return None
+    finally:
+        litellm.suppress_debug_info = quiet
+
+
+def _dollars(model: str, prompt: int, completion: int) -> float | None:
+    price = _price(model)
+    return None if price is None else prompt * price[0] + completion * price[1]
 
 
 class CostMeter:
