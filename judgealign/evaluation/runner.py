@@ -4,10 +4,13 @@
 cross-validated alignment of the bundled notebook judge (``judgealign.datasets``'
 ``ml_notebooks``) on the configured LM, by default the embedded SmolLM2-135M.
 
-The default demo is a documented subset sized for about 10-15 minutes on 2 CPU cores, where
-the embedded model takes 4-7 s per judgment: the dimensions ``model_training`` and
-``data_imputation``, the first 16 items, 4 folds, variants ``baseline`` and ``episodic-only``
-(see ``DEMO_VARIANTS``), 10,000 bootstrap resamples (64 judgments). The reference predictors
+The default demo is a documented subset sized for 2 CPU cores: the dimensions
+``model_training`` and ``data_imputation``, the first 16 items, 4 folds, variants ``baseline``
+and ``memalign`` (both memories; see ``DEMO_VARIANTS``), 10,000 bootstrap resamples, short
+prompts (``DEMO_MEMORY``) and, unless the configuration says otherwise (:func:`demo_settings`),
+joint judging (one call per item for both dimensions) and, with the embedded model as the
+reflection LM, extractive guidelines (no reflection call) without held-out validation. The
+reference predictors
 ``constant`` and ``neighbours`` (no LM call) are in every report unless ``args.no_references``
 is set. ``--full`` runs every
 dimension, every item and the variants ``baseline``, ``memalign``, ``semantic-only``,
@@ -37,11 +40,15 @@ DEMO_ITEMS = 16
 DEMO_MEMORY = {"k": 2, "demo_input_tokens": 200, "item_tokens": 600, "batch_examples": 6}
 FULL_VARIANTS = ("baseline", "memalign", "semantic-only", "episodic-only")
 DEFAULT_VARIANTS = ("baseline", "memalign")
-# The default demo leaves semantic memory out: with the embedded 135M model as the reflection
-# LM one reflection call took 10 minutes on 2 shared cores (grammar-constrained JSON of
-# guidelines), and its guidelines were rejected as ungrounded anyway. `--variants
-# baseline,memalign` (or a stronger reflection LM in [reflection_lm]) runs both memories.
-DEMO_VARIANTS = ("baseline", "episodic-only")
+DEMO_VARIANTS = ("baseline", "memalign")
+# Defaults of the demo subset for what the configuration leaves unset. One joint call per
+# item judges both dimensions (half the calls). The embedded 135M model cannot write cited
+# guidelines (one cited call took 10 minutes on 2 cores and kept nothing), so with it as the
+# reflection LM semantic memory is distilled extractively from the experts' rationales (no
+# LM call), and held-out validation -- 6+ extra judge calls per dimension and fold -- is
+# left to `cv` and `--full`.
+DEMO_SCORING = {"mode": "joint"}
+DEMO_LOCAL_REFLECTION = {"reflection": "extractive", "validate_guidelines": False}
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     options = options_for(args, plan)  # bad flags fail here, before any work
     subset = args.command == "demo" and not getattr(args, "full", False)
     if subset:
-        settings = build.settings_from(settings, overrides={"memory": DEMO_MEMORY})
+        settings = build.settings_from(settings, overrides=demo_settings(settings))
     rubric, labels, card = _load_data(args)
     out = Path(args.out)
     what = (f"{len(plan.dimensions) if plan.dimensions else 'all'} dimension(s)"
@@ -115,11 +122,16 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
           f"report and checkpoints in {out}", flush=True)
     if subset:
         n_dims = len(plan.dimensions or ())
-        print(f"demo: the default subset makes {len(options.variants) * n_dims * plan.limit} "
-              f"judgments (variants {', '.join(options.variants)}), with "
-              f"{DEMO_MEMORY['k']} demos of <= {DEMO_MEMORY['demo_input_tokens']} tokens and "
-              f"notebooks cut to {DEMO_MEMORY['item_tokens']} tokens; --full runs every "
-              "dimension and item with the configured budgets (hours)", flush=True)
+        joint = settings.scoring.mode == "joint"
+        calls = len(options.variants) * plan.limit * (1 if joint else n_dims)
+        print(f"demo: the default subset judges {plan.limit} held-out notebooks per variant "
+              f"({calls} {'joint ' if joint else ''}calls, variants "
+              f"{', '.join(options.variants)}; memalign also judges each training notebook "
+              f"once per fold to fit its calibration), with {DEMO_MEMORY['k']} demos of <= "
+              f"{DEMO_MEMORY['demo_input_tokens']} tokens, notebooks cut to "
+              f"{DEMO_MEMORY['item_tokens']} tokens, reflection "
+              f"{settings.memory.reflection}; --full runs every dimension and item with the "
+              "configured settings (hours)", flush=True)
     result = cross_validate(rubric, labels, settings, options)
     paths = write_report(result, out, dataset_card=card)
     print()
@@ -131,6 +143,20 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     print(f"\nreport: {paths['report']}\nresults: {paths['results']}\nfigure: {paths['figure']}")
     _log_to_mlflow(result, out, settings)
     return 0
+
+
+def demo_settings(settings: Any) -> dict[str, Any]:
+    """The overrides of the default demo subset: :data:`DEMO_MEMORY` always, and
+    :data:`DEMO_SCORING` and (with the embedded model reflecting)
+    :data:`DEMO_LOCAL_REFLECTION` for each setting the configuration does not set itself."""
+    memory = dict(DEMO_MEMORY)
+    scoring = {k: v for k, v in DEMO_SCORING.items()
+               if k not in settings.scoring.model_fields_set}
+    model = settings.reflection.model
+    if model == "local" or model.startswith("local:"):
+        memory.update({k: v for k, v in DEMO_LOCAL_REFLECTION.items()
+                       if k not in settings.memory.model_fields_set})
+    return {"memory": memory, "scoring": scoring}
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
@@ -167,5 +193,5 @@ def _log_to_mlflow(result: Any, out: Path, settings: Any) -> None:
         print(f"logged to MLflow: {run}")
 
 
-__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "options_for", "plan_for",
-           "run_cv_command"]
+__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "demo_settings",
+           "options_for", "plan_for", "run_cv_command"]

@@ -322,7 +322,7 @@ def test_demo_defaults_to_the_documented_subset():
     args = parser.parse_args(["demo"])
     plan = plan_for(args)
     assert plan.dimensions == ["model_training", "data_imputation"] and plan.limit == 16
-    assert plan.variants == ["baseline", "episodic-only"]
+    assert plan.variants == ["baseline", "memalign"]  # both memories
     options = options_for(args, plan)
     assert options.references == ("constant", "neighbours") and options.limit == 16
     full = plan_for(parser.parse_args(["demo", "--full"]))
@@ -332,3 +332,21 @@ def test_demo_defaults_to_the_documented_subset():
     assert custom.variants == ["baseline", "knn-fewshot"]
     cv = plan_for(parser.parse_args(["cv", "--rubric", "r", "--labels", "l"]))
     assert cv.dimensions is None and cv.limit is None
+
+
+def test_the_demo_subset_defaults_only_what_the_configuration_leaves_unset():
+    from judgealign.config import load_config
+    from judgealign.evaluation.runner import demo_settings
+
+    plain = demo_settings(load_config(environ={}))
+    assert plain["scoring"] == {"mode": "joint"}
+    assert plain["memory"]["reflection"] == "extractive"
+    assert plain["memory"]["validate_guidelines"] is False and plain["memory"]["k"] == 2
+    chosen = demo_settings(load_config(overrides={"scoring": {"mode": "per-dimension"},
+                                                  "memory": {"reflection": "auto"}},
+                                       environ={}))
+    assert chosen["scoring"] == {} and "reflection" not in chosen["memory"]
+    assert chosen["memory"]["validate_guidelines"] is False
+    strong = demo_settings(load_config(overrides={"reflection_lm": {"model": "openai/gpt-4.1"}},
+                                       environ={}))
+    assert "reflection" not in strong["memory"] and "validate_guidelines" not in strong["memory"]
