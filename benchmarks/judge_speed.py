@@ -31,6 +31,7 @@ part once plus each dimension's part (``notebook + nine dimension parts``).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -82,17 +83,8 @@ class EvalCounter:
         """The shared prefix of the prompts once plus what each adds after it."""
         if not self.prompts:
             return 0
-        shared = min(len(_common(self.prompts[0], p)) for p in self.prompts)
+        shared = len(os.path.commonprefix(self.prompts))  # works on token lists too
         return shared + sum(len(p) - shared for p in self.prompts)
-
-
-def _common(a: Sequence[int], b: Sequence[int]) -> list[int]:
-    out = []
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        out.append(x)
-    return out
 
 
 def raw_speed(llama: Any, text: str) -> dict[str, float]:

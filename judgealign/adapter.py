@@ -194,10 +194,15 @@ class JudgeAdapter(dspy.JSONAdapter):
         return "\n\n".join(parts)
 
     def _instructions(self, signature: type[dspy.Signature]) -> str:
-        text = signature.instructions.strip()
+        return self._without_header(signature.instructions)
+
+    def _without_header(self, text: str) -> str:
+        """Instructions without the rubric header they start with (said once, in the shared
+        part)."""
+        text = text.strip()
         header = rubric_header(self.rubric) if self.rubric is not None else ""
         if header and text.startswith(header + "\n"):
-            text = text[len(header) + 1:].lstrip()  # said once, in the shared part
+            text = text[len(header) + 1:].lstrip()
         return text
 
     @staticmethod

@@ -30,12 +30,18 @@ from typing import Any, Literal, get_args
 
 import dspy
 
-from judgealign.adapter import JudgeAdapter, neutralize, rubric_header
+from judgealign.adapter import JudgeAdapter, neutralize
 from judgealign.calibration import logprob_request
 from judgealign.items import fit_fields, truncate
 from judgealign.lm import is_answer_error, lm_context_window, lm_token_counter, retry_config
 from judgealign.results import DimensionResult, JudgeResult
-from judgealign.signatures.rubric import ANSWER_LINE, ONE_DIMENSION, parse_score, score_choices
+from judgealign.signatures.rubric import (
+    ANSWER_LINE,
+    ONE_DIMENSION,
+    input_fields,
+    parse_score,
+    score_choices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +80,7 @@ def joint_signature(rubric: Any, dims: Sequence[str]) -> type[dspy.Signature]:
     (in order) ``<dim>_score`` (a ``Literal`` of its levels, N/A where allowed) and
     ``<dim>_rationale`` (``str``). Scores come before rationales within a pair, so a cut
     answer keeps the scores it reached."""
-    fields: dict[str, tuple[Any, Any]] = {}
-    for inp in rubric.inputs:
-        desc = inp.description or inp.name
-        fields[inp.name] = (str, dspy.InputField(desc=desc if inp.required
-                                                 else desc + " (may be empty)"))
+    fields = input_fields(rubric)
     for dim in dims:
         spec = rubric.dimension(dim)
         choices = score_choices(rubric, spec)
@@ -137,10 +139,7 @@ class JointAdapter(JudgeAdapter):
         """A dimension's instructions (and guidelines) without what the shared part or the
         joint question already say: the rubric header, "judge one dimension only", the
         per-dimension answer format."""
-        header = rubric_header(self.rubric) if self.rubric is not None else ""
-        text = text.strip()
-        if header and text.startswith(header + "\n"):
-            text = text[len(header) + 1:].lstrip()
+        text = self._without_header(text)
         if text.startswith(ONE_DIMENSION):
             text = text[len(ONE_DIMENSION):]
         return "\n".join(line for line in text.split("\n") if line.strip() != ANSWER_LINE)
@@ -185,8 +184,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
                   vector: Any = None, exclude: Collection[str] = frozenset(),
-                  collect: bool = False, item_id: str | None = None,
-                  max_attempts: int | None = None) -> JudgeResult:
+                  collect: bool = False, item_id: str | None = None) -> JudgeResult:
     """One item judged on ``dims`` with one call (plus a retry for failed dimensions).
 
     ``inputs`` are checked inputs; ``vector`` the item's retrieval vector; ``exclude`` and
@@ -225,7 +223,7 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     errors: dict[str, str] = {}
     raw: str | None = None
     pending = list(dims)
-    attempts = max_attempts or max(dj.max_attempts for dj in djudges)
+    attempts = max(dj.max_attempts for dj in djudges)
     ask = logprob_request(lm)
     for attempt in range(attempts):
         signature = joint_signature(judge.rubric, pending)

@@ -222,6 +222,20 @@ def instructions_for(rubric: Rubric, dim: DimensionSpec) -> str:
     return "\n".join(lines)
 
 
+def input_fields(rubric: Rubric) -> dict[str, tuple[Any, Any]]:
+    """The rubric's inputs as signature fields (``str``, described, optional ones marked), in
+    rubric order: the start of every judging signature, per dimension or joint."""
+    import dspy  # heavy: imported only when a signature is built
+
+    fields: dict[str, tuple[Any, Any]] = {}
+    for inp in rubric.inputs:
+        desc = inp.description or inp.name
+        if not inp.required:
+            desc += " (may be empty)"
+        fields[inp.name] = (str, dspy.InputField(desc=desc))
+    return fields
+
+
 def build_signature(rubric: Rubric, dim: DimensionSpec | str) -> type:
     """Build the typed ``dspy.Signature`` of one dimension.
 
@@ -233,12 +247,7 @@ def build_signature(rubric: Rubric, dim: DimensionSpec | str) -> type:
 
     spec = dim if isinstance(dim, DimensionSpec) else rubric.dimension(dim)
     choices = score_choices(rubric, spec)
-    fields: dict[str, tuple[Any, Any]] = {}
-    for inp in rubric.inputs:
-        desc = inp.description or inp.name
-        if not inp.required:
-            desc += " (may be empty)"
-        fields[inp.name] = (str, dspy.InputField(desc=desc))
+    fields = input_fields(rubric)
     fields["score"] = (Literal[choices], dspy.OutputField(  # type: ignore[valid-type]
         desc=f"one of: {', '.join(choices)}"))
     fields["rationale"] = (str, dspy.OutputField(desc="one sentence citing the evidence"))
