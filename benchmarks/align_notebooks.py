@@ -23,6 +23,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,6 +47,10 @@ QUOTED = 3
 def _quote(text: str, limit: int = 300) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit] + " …"
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "–"
 
 
 def run(items: int, out: Path) -> dict:
@@ -72,44 +77,52 @@ def run(items: int, out: Path) -> dict:
     rejected = [(dim, g) for dim, j in judge.judges.items() for g in j.rejected]
     return {"items": items, "labels": len(labels), "wall": wall, "machine": machine_info(),
             "report": judge.report.to_dict(), "kept": kept, "rejected": rejected,
-            "lm": lm.model, "out": out}
+            "lm": lm.model, "out": out, "reflection": optimizer.reflection,
+            "validate": optimizer.validate, "validation_budget": optimizer.validation_budget}
 
 
 def render(result: dict, argv: Sequence[str], quick: bool) -> str:
     rep = result["report"]
     rows, reasons_total = [], Counter()
+    modes_total: Counter = Counter()
     for d in rep["dimensions"]:
         reasons = Counter(d["rejected"])
         reasons_total.update(reasons)
-        rows.append([d["dimension"], d["examples"], d["lm_calls"], f"{d['prompt_tokens']:,}",
-                     f"{d['completion_tokens']:,}", f"{d['seconds']:.0f}", d["proposed"],
-                     d["kept"], sum(reasons.values()),
-                     ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "–",
-                     d["unprocessed_examples"], d["episodes_total"]])
-    rows.append(["**total**", sum(d["examples"] for d in rep["dimensions"]), rep["lm_calls"],
+        modes_total.update(d.get("kept_by_mode") or {})
+        rows.append([d["dimension"], d["examples"], " → ".join(d.get("modes") or []) or "–",
+                     d.get("reflection_calls", 0), d.get("validation_calls", 0), d["lm_calls"],
+                     f"{d['prompt_tokens']:,}", f"{d['completion_tokens']:,}",
+                     f"{d['seconds']:.0f}", d["proposed"], d["kept"],
+                     _counts(d.get("kept_by_mode") or {}), _counts(reasons),
+                     d["episodes_total"]])
+    rows.append(["**total**", sum(d["examples"] for d in rep["dimensions"]), "",
+                 sum(d.get("reflection_calls", 0) for d in rep["dimensions"]),
+                 sum(d.get("validation_calls", 0) for d in rep["dimensions"]), rep["lm_calls"],
                  f"{rep['prompt_tokens']:,}", f"{rep['completion_tokens']:,}",
                  f"{rep['seconds']:.0f}", sum(d["proposed"] for d in rep["dimensions"]),
-                 sum(d["kept"] for d in rep["dimensions"]), sum(reasons_total.values()),
-                 ", ".join(f"{k} {v}" for k, v in sorted(reasons_total.items())) or "–",
-                 sum(d["unprocessed_examples"] for d in rep["dimensions"]),
-                 sum(d["episodes_total"] for d in rep["dimensions"])])
-    header = ["dimension", "examples", "LM calls", "prompt tokens", "completion tokens",
-              "seconds", "proposed", "kept", "rejected", "rejected by reason",
-              "examples with no guideline", "episodes stored"]
+                 sum(d["kept"] for d in rep["dimensions"]), _counts(modes_total),
+                 _counts(reasons_total), sum(d["episodes_total"] for d in rep["dimensions"])])
+    header = ["dimension", "examples", "reflection modes (in order)", "reflection calls",
+              "validation calls", "LM calls", "prompt tokens", "completion tokens", "seconds",
+              "proposed", "kept", "kept by mode", "rejected by reason", "episodes stored"]
+    with_kept = sum(1 for d in rep["dimensions"] if d["kept"] > 0)
 
-    def quoted(pairs: list, n: int) -> str:
-        # Distinct texts, one per dimension first, so the quotes show the variety.
-        distinct = list({g.text: (dim, g) for dim, g in reversed(pairs)}.values())
-        distinct.sort(key=pairs.index)  # first occurrence of each text, in run order
-        picked, seen = [], set()
-        for dim, g in distinct:
-            if dim not in seen and len(picked) < n:
+    def quoted(pairs: list, per_dimension: int) -> str:
+        # Up to `per_dimension` distinct texts of each dimension, in run order.
+        picked, seen = [], Counter()
+        texts = set()
+        for dim, g in pairs:
+            if seen[dim] < per_dimension and (dim, g.text) not in texts:
                 picked.append((dim, g))
-                seen.add(dim)
-        picked += [p for p in distinct if p not in picked][: n - len(picked)]
-        return table(["dimension", "guideline (verbatim)", "grounding", "reason", "sources"],
-                     [[dim, _quote(g.text), "–" if g.grounding is None else f"{g.grounding:.2f}",
-                       g.reason or "kept", ", ".join(g.sources[:4])] for dim, g in picked])
+                seen[dim] += 1
+                texts.add((dim, g.text))
+        return table(["dimension", "guideline (verbatim)", "mode", "experts scored",
+                      "grounding", "validation MAE without → with", "reason", "sources"],
+                     [[dim, _quote(g.text), g.mode, g.scores or "–",
+                       "–" if g.grounding is None else f"{g.grounding:.2f}",
+                       "–" if g.validation is None else
+                       f"{g.validation[0]:.2f} → {g.validation[1]:.2f}",
+                       g.reason or "kept", ", ".join(g.sources)] for dim, g in picked])
 
     mode = "quick" if quick else "full"
     return "\n\n".join([
@@ -121,15 +134,20 @@ def render(result: dict, argv: Sequence[str], quick: bool) -> str:
         "answer cache and DSPy's cache off, so every call is paid for. `compile` took "
         f"**{result['wall']:.0f} s** wall in all; its report counts "
         f"**{rep['lm_calls']} LM calls, {rep['prompt_tokens']:,} prompt and "
-        f"{rep['completion_tokens']:,} completion tokens**. Episodic memory costs no LM call "
-        "(embedding + Chroma upsert).",
+        f"{rep['completion_tokens']:,} completion tokens** (reflection and validation; "
+        f"{rep['seconds'] / 60:.0f} min). Reflection mode `{result['reflection']}`, held-out "
+        f"validation {'on' if result['validate'] else 'off'} (budget "
+        f"{result['validation_budget']} judge calls per dimension). Episodic memory costs no "
+        "LM call (embedding + Chroma upsert).",
         table(header, rows),
-        f"Kept guidelines ({len(result['kept'])} in all; up to {QUOTED} distinct texts quoted, one "
-        "per dimension first; `judgealign memory show` on the saved judge lists every one):",
+        f"**{with_kept} of {len(rep['dimensions'])} dimensions kept at least one guideline.** "
+        f"Kept guidelines ({len(result['kept'])} in all; up to {QUOTED} distinct texts per "
+        "dimension quoted with the mode that made them and their sources; `judgealign memory "
+        "show` on the saved judge lists every one):",
         quoted(result["kept"], QUOTED) if result["kept"] else "_none kept_",
-        f"Rejected guidelines ({len(result['rejected'])} in all; {QUOTED} distinct texts quoted; "
+        f"Rejected guidelines ({len(result['rejected'])} in all; up to 1 per dimension quoted; "
         "all of them are in the saved judge's memory file):",
-        quoted(result["rejected"], QUOTED) if result["rejected"] else "_none rejected_",
+        quoted(result["rejected"], 1) if result["rejected"] else "_none rejected_",
         machine_markdown(result["machine"], lm=result["lm"] + " (llama-cpp-python, in-process)"),
     ])
 
@@ -139,11 +157,19 @@ def _loaded(saved: dict) -> dict:
     from judgealign.memory.semantic import Guideline
 
     def guidelines(rows: list) -> list:
-        return [(r["dimension"], Guideline(r["text"], r["dimension"], tuple(r["sources"]),
-                                           grounding=r["grounding"], reason=r.get("reason")))
-                for r in rows]
+        return [(r["dimension"], Guideline(
+            r["text"], r["dimension"], tuple(r["sources"]), grounding=r["grounding"],
+            reason=r.get("reason"), mode=r.get("mode", "cited"), scores=r.get("scores"),
+            validation=tuple(r["validation"]) if r.get("validation") else None))
+            for r in rows]
 
     return {**saved, "kept": guidelines(saved["kept"]), "rejected": guidelines(saved["rejected"])}
+
+
+def _guideline_row(dim: str, g: Any) -> dict:
+    return {"dimension": dim, "text": g.text, "sources": list(g.sources),
+            "grounding": g.grounding, "reason": g.reason, "mode": g.mode, "scores": g.scores,
+            "validation": list(g.validation) if g.validation else None}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -167,12 +193,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = run(items, args.out)
     dump = {"argv": argv, "quick": args.quick, "items": items, "labels": result["labels"],
             "wall": result["wall"], "lm": result["lm"], "machine": result["machine"],
-            "report": result["report"],
-            "kept": [{"dimension": d, "text": g.text, "sources": list(g.sources),
-                      "grounding": g.grounding} for d, g in result["kept"]],
-            "rejected": [{"dimension": d, "text": g.text, "sources": list(g.sources),
-                          "grounding": g.grounding, "reason": g.reason}
-                         for d, g in result["rejected"]]}
+            "report": result["report"], "reflection": result["reflection"],
+            "validate": result["validate"], "validation_budget": result["validation_budget"],
+            "kept": [_guideline_row(d, g) for d, g in result["kept"]],
+            "rejected": [_guideline_row(d, g) for d, g in result["rejected"]]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidelines.json").write_text(json.dumps(dump, indent=2), encoding="utf-8")
     emit(SECTION, render(result, argv, args.quick), write=not args.no_write)

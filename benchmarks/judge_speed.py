@@ -14,10 +14,14 @@ greedily (generated tokens/s).
 (b) judgealign judging the bundled notebook of median length (``ml_notebooks``) on all nine
 dimensions, whole (no item cut), with each setting:
 
-* ``per-dimension, classic`` -- nine calls, DSPy's JSONAdapter layout: the dimension's
-  instructions and demos first, the notebook last (judgealign before issue 15);
-* ``per-dimension, item-first`` -- nine calls, the notebook first and shared by them;
-* ``joint`` -- one call for all nine dimensions.
+* ``per-dimension, classic, ...`` -- judgealign before issue 15: nine calls, DSPy's
+  JSONAdapter layout (the dimension's instructions and demos first, the notebook last), the
+  whole JSON answer generated under llama.cpp's grammar, a 48-token answer budget;
+* ``per-dimension, item-first`` -- nine calls, the notebook first and shared by them, the
+  answer written field by field (``judgealign.local_fields``), the 32-token budget;
+* ``joint, whole answer under the grammar`` -- one call for all nine dimensions, its JSON
+  answer generated token by token under the grammar;
+* ``joint`` -- the same call, the answer written field by field (the default);
 
 for two judges: ``unaligned`` (no memory) and ``aligned`` (episodic memory of the other 49
 notebooks' labels, k=3 demos of <= 350 tokens: the defaults). Before each judgment the
@@ -46,9 +50,13 @@ if __package__ in (None, ""):
 from benchmarks._report import command_line, emit, machine_markdown, table  # noqa: E402
 
 SECTION = "judge_speed"
-SETTINGS = (("per-dimension, classic", "classic", "per-dimension"),
-            ("per-dimension, item-first", "item-first", "per-dimension"),
-            ("joint", "item-first", "joint"))
+# (label, layout, mode, answers written field by field by the embedded engine, answer budget
+# per call or None for the current default). The first row is judgealign before issue 15.
+SETTINGS = (("per-dimension, classic, whole answer under the grammar, 48-token budget "
+             "(before issue 15)", "classic", "per-dimension", False, 48),
+            ("per-dimension, item-first", "item-first", "per-dimension", True, None),
+            ("joint, whole answer under the grammar", "item-first", "joint", False, None),
+            ("joint", "item-first", "joint", True, None))
 JUDGES = ("unaligned", "aligned")
 
 
@@ -75,8 +83,11 @@ class EvalCounter:
 
         llama.eval, llama.create_chat_completion = counted_eval, recorded_chat
 
-    def reset(self) -> None:
-        self.llama.reset()  # an empty KV cache: the next prompt is read from its start
+    def reset(self, *, cache: bool = True) -> None:
+        """Zero the counts; with ``cache``, also empty the KV cache, so that the next prompt
+        is read from its start."""
+        if cache:
+            self.llama.reset()
         self.evaluated, self.prompts = 0, []
 
     def floor(self) -> int:
@@ -105,11 +116,12 @@ def raw_speed(llama: Any, text: str) -> dict[str, float]:
             "generated": generated, "gen_tps": generated / gen_s if gen_s else 0.0}
 
 
-def pick_item(data: Any, count: Any) -> str:
-    """The notebook of median length (in the judge LM's tokens)."""
+def pick_items(data: Any, count: Any) -> tuple[str, str]:
+    """The notebook of median length (in the judge LM's tokens), and the next longer one
+    (judged just before it in the "in a run" measurement)."""
     items = data.labels.items()
     sizes = sorted((count(items[i]["notebook"]), i) for i in items)
-    return sizes[len(sizes) // 2][1]
+    return sizes[len(sizes) // 2][1], sizes[len(sizes) // 2 + 1][1]
 
 
 def judges(data: Any, item: str, lm: Any, wanted: Sequence[str]) -> dict[str, Any]:
@@ -127,16 +139,47 @@ def judges(data: Any, item: str, lm: Any, wanted: Sequence[str]) -> dict[str, An
     return out
 
 
-def measure(judge: Any, inputs: dict[str, str], layout: str, mode: str,
-            counter: EvalCounter | None) -> dict[str, Any]:
-    from judgealign.usage import CostMeter
+def measure(judge: Any, inputs: dict[str, str], setting: tuple[Any, ...],
+            counter: EvalCounter | None, before: dict[str, str] | None = None
+            ) -> dict[str, Any]:
+    """One timed judgment of ``inputs``. Cold (``before`` is None): from an empty KV cache.
+    In a run: right after judging ``before`` with the same judge and setting (untimed), as
+    in ``batch``, ``cv`` or the demo, so whatever the engine keeps from one item to the next
+    (a prompt prefix that does not depend on the item) is reused."""
 
+    _, layout, mode, fill, budget = setting
     judge = judge.deepcopy()
     judge.mode = mode
     for dj in judge.judges.values():
         dj.layout = layout
+    lm = judge.get_lm()
+    engine = getattr(lm, "engine", None)
+    if hasattr(engine, "fill_fields"):
+        engine.fill_fields = fill
+    kwargs = getattr(lm, "kwargs", None)
+    default = (kwargs or {}).get("max_tokens")
+    if budget is not None and kwargs is not None and engine is not None and hasattr(
+            engine, "fill_fields"):  # the embedded engine's budget only
+        kwargs["max_tokens"] = budget
+    try:
+        return _timed(judge, inputs, counter, before)
+    finally:
+        if kwargs is not None:
+            kwargs["max_tokens"] = default
+        if hasattr(engine, "fill_fields"):
+            engine.fill_fields = True
+
+
+def _timed(judge: Any, inputs: dict[str, str], counter: EvalCounter | None,
+           before: dict[str, str] | None) -> dict[str, Any]:
+    from judgealign.usage import CostMeter
+
     if counter is not None:
         counter.reset()
+    if before is not None:
+        judge(**before)
+        if counter is not None:
+            counter.reset(cache=False)
     start = time.perf_counter()
     with CostMeter() as meter:
         result = judge(**inputs)
@@ -195,42 +238,54 @@ def main(argv: Sequence[str] | None = None) -> None:
     counter = EvalCounter(llama) if llama is not None else None
     data = load_ml_notebooks()
     count = lm_token_counter(lm)
-    item = pick_item(data, count)
-    inputs = {k: v for k, v in data.labels.items()[item].items()
-              if k in data.rubric.input_names}
+    item, previous = pick_items(data, count)
+    inputs, before = ({k: v for k, v in data.labels.items()[i].items()
+                       if k in data.rubric.input_names} for i in (item, previous))
     raw = raw_speed(llama, inputs["notebook"]) if llama is not None else None
 
     rows = []
     for name, judge in judges(data, item, lm, wanted).items():
         base = None
-        for label, layout, mode in SETTINGS:
-            runs = [measure(judge, inputs, layout, mode, counter) for _ in range(args.repeats)]
-            run = runs[0]
+        for setting in SETTINGS:
+            label = setting[0]
+            runs = [measure(judge, inputs, setting, counter) for _ in range(args.repeats)]
+            warm = [measure(judge, inputs, setting, counter, before)
+                    for _ in range(args.repeats)]
+            run, hot = runs[0], warm[0]
             run["seconds"] = statistics.median(r["seconds"] for r in runs)
+            hot["seconds"] = statistics.median(r["seconds"] for r in warm)
             base = base or run["seconds"]
             rows.append([name, label, f"{run['seconds']:.1f} s", f"{run['seconds'] / base:.2f}",
+                         f"{hot['seconds']:.1f} s", f"{hot['seconds'] / base:.2f}",
                          f"{run['calls']} ({run['failed']} failed)",
                          f"{run['prompt_tokens']:,}",
                          "—" if run["evaluated"] is None else f"{run['evaluated']:,}",
+                         "—" if hot["evaluated"] is None else f"{hot['evaluated']:,}",
                          "—" if not run["floor"] else
                          f"{run['floor']:,} ({run['evaluated'] / run['floor']:.2f}x)",
                          f"{run['completion_tokens']:,}"])
-            print(f"{name} / {label}: {run['seconds']:.1f} s, {run['calls']} calls, "
-                  f"scores {run['scores']}", file=sys.stderr)
+            print(f"{name} / {label}: cold {run['seconds']:.1f} s, in a run "
+                  f"{hot['seconds']:.1f} s, {run['calls']} calls, scores {run['scores']}",
+                  file=sys.stderr)
 
     parts = ["## Judging speed: layouts and joint mode (issue 15)",
              f"Command: `{command_line('benchmarks.judge_speed', argv)}` — notebook `{item}` "
              f"(median length of the bundled set: {count(inputs['notebook']):,} tokens, judged "
-             "whole), all nine dimensions, KV cache emptied and answer cache off before each "
-             f"judgment, median of {args.repeats} judgment(s) per setting."]
+             "whole), all nine dimensions, answer cache off, median of "
+             f"{args.repeats} judgment(s) per setting. *Cold*: the KV cache emptied before "
+             f"the judgment. *In a run*: the same judge and setting judged `{previous}` just "
+             "before (untimed), as `batch`, `cv` and the demo judge one item after another; "
+             "whatever the engine keeps from one item to the next is reused."]
     if raw is not None:
         parts.append(
             "Engine limit (llama.cpp alone): prompt evaluation "
             f"{raw['prompt_tps']:.0f} tokens/s ({raw['prompt_tokens']:,} tokens from an empty "
             f"cache), generation {raw['gen_tps']:.0f} tokens/s ({raw['generated']} tokens).")
-    parts.append(table(["judge", "setting", "wall time", "× classic", "LM calls",
-                        "prompt tokens sent", "tokens evaluated",
-                        "floor: shared part once + parts (evaluated / floor)",
+    parts.append(table(["judge", "setting", "wall time, cold", "× before",
+                        "wall time, in a run", "× before (cold)", "LM calls",
+                        "prompt tokens sent", "tokens evaluated, cold",
+                        "tokens evaluated, in a run",
+                        "floor: shared part once + parts (cold evaluated / floor)",
                         "tokens generated"], rows))
     if raw is not None:
         parts.append("Reading: *prompt tokens sent* is what a provider without prompt caching "

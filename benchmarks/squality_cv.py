@@ -300,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--validation-budget", type=int, default=None,
                         help="judge calls for guideline validation per dimension and fold "
                              "(default: the configured one)")
+    parser.add_argument("--policy", choices=("sampled", "expected", "calibrated"), default=None,
+                        help="score policy of every variant (default: the configured one); "
+                             "calibrated adds one judgment per training item, dimension and "
+                             "fold")
     parser.add_argument("--dry-run", action="store_true",
                         help="an instant scripted LM; never writes BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
@@ -327,7 +331,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory["reflection"] = args.reflection
     if args.validation_budget is not None:
         memory["validation_budget"] = args.validation_budget
-    settings = build.settings_from(None, overrides={"memory": memory})
+    overrides: dict[str, Any] = {"memory": memory}
+    if args.policy is not None:
+        overrides["scoring"] = {"policy": args.policy}
+    settings = build.settings_from(None, overrides=overrides)
     try:
         options = CVOptions(variants=tuple(variants), folds=args.folds, seed=0,
                             dimensions=tuple(dims), limit=args.limit,

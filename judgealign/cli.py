@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave out the reference predictors (training median, neighbours)")
         if name == "demo":
             p.add_argument("--full", action="store_true",
-                           help="all 9 dimensions and all items (hours on 2 cores)")
+                           help="all 9 dimensions and all items, whole (see README for the "
+                                "measured time)")
         _add_config(p)
     return parser
 

@@ -55,7 +55,7 @@ class LMSettings(_Section):
     model: str = "local"
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, gt=0,
-                                   description="Answer budget; None: 48 for the embedded model "
+                                   description="Answer budget; None: 32 for the embedded model "
                                                "(it rambles), 512 otherwise.")
     api_base: str | None = None
     api_key_env: str | None = Field(default=None,

@@ -4,12 +4,15 @@ Per-dimension judging makes one call per dimension; even with the item-first lay
 item's KV state or a provider's prompt cache shared by the calls) each call pays for its
 own answer and its own dimension part. In joint mode one call carries:
 
-* the same three shared messages as the item-first layout (rubric text, the fenced item, the
-  acknowledgement: :class:`~judgealign.adapter.JudgeAdapter`), so the prompt starts exactly as
-  a per-dimension one does;
-* one section per dimension: its instructions and kept guidelines, then the labels of the
-  item's nearest episodes as compact lines (``score 2: <the expert's rationale>``): the
-  episodic memory's demos without their item text, which would not fit nine times;
+* a system message that depends on the judge only: the item-first layout's rubric text
+  (:class:`~judgealign.adapter.JudgeAdapter`), then one section per dimension (its
+  instructions and kept guidelines) and the output fields. Consecutive joint calls share it
+  token for token, so llama.cpp evaluates it once per run, not once per item (its KV state
+  is reused as the common prefix), and a provider's prompt cache serves it;
+* the fenced item and the acknowledgement, as in the item-first layout;
+* the labels of the item's nearest episodes per dimension as compact lines (``score 2: <the
+  expert's rationale>``): the episodic memory's demos without their item text, which would
+  not fit nine times), then the question;
 * an answer with one ``<dimension>_score`` / ``<dimension>_rationale`` pair per dimension
   (the signature of :func:`joint_signature`; scores are typed levels, so a constraining engine
   writes nothing else and reports each score's level probabilities).
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import dspy
@@ -50,7 +54,7 @@ MODES: tuple[str, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "per-dimension"
 
 # Answer tokens per dimension: the score field and a one-sentence rationale. The embedded
-# model's per-call budget is 48; a remote model's 512 would reserve 4,608 tokens for nine.
+# model's per-call budget is 32; a remote model's 512 would reserve 4,608 tokens for nine.
 ANSWER_TOKENS_PER_DIMENSION = 64
 # Tokens of one compact demo line (score and rationale, cut).
 DEMO_LINE_TOKENS = 60
@@ -93,7 +97,8 @@ def joint_signature(rubric: Any, dims: Sequence[str]) -> type[dspy.Signature]:
 
 
 class JointAdapter(JudgeAdapter):
-    """The item-first layout with one section per dimension (see the module docstring).
+    """The layout of a joint call (see the module docstring): four messages, of which only
+    the last two depend on the item's retrieved demos and the second on the item.
 
     ``sections`` maps each judged dimension to its instructions (with guidelines); ``demos``
     passed to :meth:`format` are dicts with ``dimension``, ``score`` and ``rationale``.
@@ -110,30 +115,47 @@ class JointAdapter(JudgeAdapter):
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
         return [*self.shared_messages(signature, inputs),
-                {"role": "user", "content": self.joint_message(signature, demos)}]
+                {"role": "user", "content": self.joint_message(demos)}]
 
-    def joint_message(self, signature: type[dspy.Signature],
-                      demos: Sequence[Mapping[str, Any]]) -> str:
+    def system_message(self, signature: type[dspy.Signature]) -> str:
+        """The per-dimension shared system text, then every dimension's section and the
+        output fields: nothing that depends on the item, so consecutive joint calls of one
+        judge share it token for token (llama.cpp keeps its KV state; a provider's prompt
+        cache sees a long repeated prefix) and each item pays only for itself."""
+        parts = [super().system_message(signature),
+                 "The rubric's dimensions, each judged independently:"]
+        for n, (dim, text) in enumerate(self.sections.items(), start=1):
+            parts.append(f"## Dimension {n}: answer in `{score_field(dim)}` and "
+                         f"`{rationale_field(dim)}`\n{self._section(text)}")
+        parts.append("Output fields:\n" + _field_lines(signature))
+        return "\n\n".join(parts)
+
+    def joint_message(self, demos: Sequence[Mapping[str, Any]]) -> str:
+        """The nearest episodes' labels per dimension (compact lines), then the question."""
         by_dim: dict[str, list[Mapping[str, Any]]] = {}
         for demo in demos:
             by_dim.setdefault(str(demo.get("dimension")), []).append(demo)
-        parts = ["Judge the item between the ITEM markers above on each of the following "
-                 f"{len(self.sections)} dimensions, independently. For each, give the score "
-                 "first, then a rationale of one short sentence (at most 15 words) citing the "
-                 "evidence."]
-        for n, (dim, text) in enumerate(self.sections.items(), start=1):
-            lines = [f"## Dimension {n}: answer in `{score_field(dim)}` and "
-                     f"`{rationale_field(dim)}`", self._section(text)]
+        parts = []
+        for n, dim in enumerate(self.sections, start=1):
             shown = by_dim.get(dim, [])
             if shown:
-                lines.append("How the experts scored similar items on this dimension (other "
-                             "items, not the one you judge):")
-                lines += [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
-                          for d in shown]
-            parts.append("\n".join(lines))
-        parts.append("Output fields:\n" + _field_lines(signature))
-        parts.append(self.user_message_output_requirements(signature))
+                parts.append("\n".join(
+                    [f"How the experts scored items similar to this one on dimension {n} "
+                     f"({self._name(dim)}); other items, not the one you judge:"]
+                    + [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
+                       for d in shown]))
+        parts.append("Judge the item between the ITEM markers above on each of the "
+                     f"{len(self.sections)} dimensions of the rubric, independently. For each, "
+                     "give the score first, then a rationale of one short sentence (at most 15 "
+                     "words) citing the evidence. Respond with the JSON object only, its fields "
+                     "in the order listed in the output fields.")
         return "\n\n".join(parts)
+
+    def _name(self, dim: str) -> str:
+        try:
+            return str(self.rubric.dimension(dim).name)
+        except (AttributeError, KeyError, ValueError):
+            return dim
 
     def _section(self, text: str) -> str:
         """A dimension's instructions (and guidelines) without what the shared part or the
@@ -269,14 +291,33 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     return JudgeResult(item_id, {d: results[d] for d in dims})
 
 
+class JointMemo:
+    """Joint judgments of training items by key, each computed once even when several
+    threads (the views of different dimensions, or identical-input twins, whose key is the
+    same) ask for it at the same time."""
+
+    def __init__(self) -> None:
+        self._results: dict[Any, JudgeResult] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], JudgeResult]) -> JudgeResult:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._results:
+                self._results[key] = compute()
+            return self._results[key]
+
+
 class JointView:
     """Dimension ``dim`` of a joint judge of ``dims``, callable like a ``DimensionJudge`` (what
-    :func:`judgealign.calibration.training_rows` calls). Judgments are memoised per item and
-    exclusion set in ``memo``, shared by the views of all dimensions, so fitting nine
-    calibrations judges each training item once, not nine times."""
+    :func:`judgealign.calibration.training_rows` calls). Judgments are memoised per item
+    inputs and exclusion set in ``memo``, shared by the views of all dimensions, so fitting
+    nine calibrations judges each training item (and its identical-input twins, which have
+    the same exclusion set) once, not nine times."""
 
-    def __init__(self, judge: Any, dim: str, dims: Sequence[str],
-                 memo: dict[Any, JudgeResult]) -> None:
+    def __init__(self, judge: Any, dim: str, dims: Sequence[str], memo: JointMemo) -> None:
         self.judge, self.dim, self.dims, self.memo = judge, dim, list(dims), memo
         self.rubric = judge.rubric
         self.spec = judge.judges[dim].spec
@@ -285,13 +326,13 @@ class JointView:
                  **inputs: str) -> DimensionResult:
         from judgealign.calibration import input_group
 
-        key = (input_group(inputs), frozenset(_exclude))
-        if key not in self.memo:
+        def compute() -> JudgeResult:
             vector = self.judge._query_vectors([inputs], self.dims)[0]
-            self.memo[key] = judge_jointly(self.judge, inputs, self.dims,
-                                           vector=vector, exclude=_exclude, collect=True)
-        return self.memo[key][self.dim]
+            return judge_jointly(self.judge, inputs, self.dims, vector=vector,
+                                 exclude=_exclude, collect=True)
+
+        return self.memo.get((input_group(inputs), frozenset(_exclude)), compute)[self.dim]
 
 
-__all__ = ["DEFAULT_MODE", "MODES", "JointAdapter", "JointView", "Mode", "check_mode",
-           "joint_signature", "judge_jointly", "rationale_field", "score_field"]
+__all__ = ["DEFAULT_MODE", "MODES", "JointAdapter", "JointMemo", "JointView", "Mode",
+           "check_mode", "joint_signature", "judge_jointly", "rationale_field", "score_field"]

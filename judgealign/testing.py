@@ -276,3 +276,60 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return ""
+
+
+class CharLlama:
+    """A character-level stand-in for llama-cpp-python's ``Llama``, for tests of the embedded
+    engine's token-level code: token id = byte value, the next-token logits depend on the last
+    character only (``table``: character -> {next character: logit}, others -30), and
+    ``create_completion`` writes ``replies`` in turn, one character per token, up to
+    ``max_tokens`` and its first double quote. ``evaluated`` counts tokens run through the
+    "network", ``generated`` tokens written by ``create_completion`` (the closing quote
+    included when reached), ``budgets`` its ``max_tokens`` arguments."""
+
+    def __init__(self, table: dict[str, dict[str, float]], replies: Sequence[str] = ()) -> None:
+        import ctypes
+
+        self.table, self.replies = table, list(replies)
+        self.input_ids: list[int] = []
+        self.n_tokens = 0
+        self.evaluated = 0
+        self.generated = 0
+        self.budgets: list[int] = []
+        self._logits = (ctypes.c_float * 128)()
+        self._ctx = self
+
+    def n_vocab(self) -> int:
+        return 128
+
+    def tokenize(self, text: bytes, add_bos: bool = False, special: bool = False) -> list[int]:
+        return list(text)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Any = None,
+                   special: bool = False) -> bytes:
+        return bytes(tokens)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self.input_ids[self.n_tokens:] = list(tokens)
+        self.n_tokens += len(tokens)
+        self.evaluated += len(tokens)
+        last = chr(self.input_ids[self.n_tokens - 1])
+        for t in range(128):
+            self._logits[t] = -30.0
+        for ch, logit in self.table.get(last, {}).items():
+            self._logits[ord(ch)] = logit
+
+    def get_logits(self) -> Any:
+        import ctypes
+
+        return ctypes.cast(self._logits, ctypes.POINTER(ctypes.c_float))
+
+    def create_completion(self, *, prompt: Sequence[int], max_tokens: int, stop: Any = None,
+                          grammar: Any = None, **_: Any) -> dict[str, Any]:
+        self.budgets.append(max_tokens)
+        reply = self.replies.pop(0)
+        body = reply.split('"')[0]
+        written = body[:max_tokens]
+        self.generated += len(written) + (1 if written == body and '"' in reply else 0)
+        return {"choices": [{"text": written}]}
+

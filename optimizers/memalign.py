@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from judgealign.calibration import Calibration, check_policy, level_labels, training_rows
 from judgealign.errors import LabelError
 from judgealign.items import truncate
-from judgealign.joint import JointView
+from judgealign.joint import JointMemo, JointView
 from judgealign.labels import LabelSet, warn_if_no_rationales
 from judgealign.lm import lm_concurrency, lm_context_window, lm_token_counter
 from judgealign.memory.embedders import Embedder, HashingEmbedder
@@ -351,7 +351,7 @@ class MemAlign(Teleprompter):
             judge.set_policy(self.policy)
         if self.policy == "calibrated":  # after the memories: the features use them
             dims = [rep.dimension for rep in report.dimensions if rep.examples]
-            memo: dict[Any, Any] = {}  # joint judgments, shared by the dimensions
+            memo = JointMemo()  # joint judgments, shared by the dimensions
             for rep in report.dimensions:
                 if rep.examples:
                     self._calibrate(judge, rep.dimension, labels, rep, dims, memo)
@@ -362,7 +362,7 @@ class MemAlign(Teleprompter):
     # --- calibration ----------------------------------------------------------------------
 
     def _calibrate(self, judge: RubricJudge, dim: str, labels: LabelSet,
-                   rep: DimensionReport, dims: Sequence[str], memo: dict[Any, Any]) -> None:
+                   rep: DimensionReport, dims: Sequence[str], memo: JointMemo) -> None:
         """Fit ``dim``'s calibration on every label the judge holds for it (this compile's and
         its episodic memory's), from features computed leave-own-episode-out (see
         :func:`judgealign.calibration.training_rows`); counts the judge calls in ``rep``.

@@ -155,6 +155,34 @@ def test_dimension_prompts_share_the_item_prefix_token_for_token(tiny_rubric, to
     assert next(i for i, (a, b) in enumerate(zip(*classic, strict=False)) if a != b) < item_tokens
 
 
+@pytest.mark.skipif(not _HAS_LOCAL and not _REQUIRE_LOCAL, reason="needs the 'local' extra")
+def test_joint_prompts_of_consecutive_items_share_the_rubric_part_token_for_token(tiny_rubric,
+                                                                                  tok):
+    """Joint mode: everything before the item (rubric text, every dimension's section with its
+    guidelines, the output fields) is one token prefix of every item's prompt, so llama.cpp
+    evaluates it once per run; what follows differs from the item's first token on."""
+    def answer(prompt):
+        return {f"{d}_{f}": ("2" if f == "score" else "r") for d in ("correctness", "clarity")
+                for f in ("score", "rationale")}
+
+    rec = Recorder(answer)
+    judge = RubricJudge(tiny_rubric, lm=rec.lm, mode="joint")
+    judge.judges["correctness"].set_guidelines(
+        [Guideline("Check the units.", "correctness", ("x",))])
+    judge.batch([{"answer": "Water boils at 100 °C."}, {"answer": "Ice melts at 0 °C."}],
+                num_threads=1)
+    full = [tok(rec.messages(n)) for n in range(2)]
+    system = tok(rec.messages(0)[:1], generation_prompt=False)
+    assert "Check the units." in rec.messages(0)[0]["content"]
+    assert len(system) > 300
+    for tokens in full:
+        assert tokens[:len(system)] == system
+    common = next(i for i, (a, b) in enumerate(zip(*full, strict=False)) if a != b)
+    item_start = len(tok(rec.messages(0)[:1] + [{"role": "user", "content": "The item"}],
+                         generation_prompt=False)) - 3
+    assert common >= item_start
+
+
 # --- injection ----------------------------------------------------------------------------------
 
 

@@ -53,7 +53,9 @@ def test_one_call_per_item_scores_every_dimension(tiny_rubric):
     prompt = prompts[0]
     # The item once, first; then one section per dimension, in rubric order.
     assert prompt.count("forty-two") == 1
-    assert prompt.index(ITEM_OPEN.format(field="answer")) < prompt.index("## Dimension 1")
+    # The dimensions are described before the item (in the system message), the question last.
+    assert prompt.index("## Dimension 1") < prompt.index(ITEM_OPEN.format(field="answer"))
+    assert prompt.rindex("Judge the item") > prompt.index(ITEM_OPEN.format(field="answer"))
     assert prompt.index("Is the answer right?") < prompt.index("Is the answer clear?")
     assert asked_dimensions(prompt) == ["correctness", "clarity"]
     # Said once for all dimensions, not per section; nothing says "one dimension at a time".
@@ -96,10 +98,29 @@ def test_a_joint_prompt_starts_with_the_per_dimension_shared_part(tiny_rubric):
     dims = ["correctness", "clarity"]
     joint = JointAdapter(tiny_rubric, dict.fromkeys(dims, "x")).format(
         joint_signature(tiny_rubric, dims), [], inputs)
-    # Same system message (the answer fields aside), same item and acknowledgement.
+    # Same system message opening (the answer fields aside), same item and acknowledgement.
     assert joint[1:3] == per_dim[1:3]
     assert joint[0]["content"].split("You will be asked")[0] == per_dim[0]["content"].split(
         "You will be asked")[0]
+
+
+def test_consecutive_joint_prompts_share_everything_before_the_item(tiny_rubric):
+    """What llama.cpp and provider prompt caches reuse across items: the system message holds
+    every dimension's section (with its guidelines) and nothing of the item or its demos."""
+    dims = ["correctness", "clarity"]
+    sections = {"correctness": "Is the answer right?\nGuidelines:\n- check the units",
+                "clarity": "Is the answer clear?"}
+    adapter = JointAdapter(tiny_rubric, sections)
+    signature = joint_signature(tiny_rubric, dims)
+    first = adapter.format(signature, [{"dimension": "clarity", "score": 1,
+                                        "rationale": "rambles"}], {"answer": "alpha"})
+    second = adapter.format(signature, [], {"answer": "beta"})
+    assert first[0] == second[0]
+    assert "check the units" in first[0]["content"]
+    assert "Is the answer clear?" in first[0]["content"]
+    assert "alpha" not in first[0]["content"] and "rambles" not in first[0]["content"]
+    assert "- score 1: rambles" in first[3]["content"] and "rambles" not in second[3]["content"]
+    assert first[1]["content"] != second[1]["content"]
 
 
 def test_demos_are_compact_label_lines_without_the_items_text(tiny_rubric):
@@ -160,7 +181,9 @@ def test_the_mode_comes_from_the_settings_and_is_part_of_the_state(tiny_rubric, 
 def test_calibration_features_come_from_one_joint_call_per_item_without_leakage(tiny_rubric):
     """Each training item is judged once for both dimensions, and never sees its own label:
     every item has a twin with the same text and label, and neither may be retrieved while
-    the item's calibration features are computed (the demo lines name their source item)."""
+    the item's calibration features are computed (the demo lines name their source item).
+    Twins, having the same inputs and the same exclusions, are one judgment: judged once
+    even when threads ask for both at the same time."""
     items = [(f"t{i:02d}", f"answer {i // 2} [truth {1 + (i // 2) % 3}]") for i in range(24)]
     rows = [{"item_id": iid, "inputs": {"answer": text}, "dimension": dim,
              "score": truth_of_text(text), "rationale": f"label of {iid}"}
@@ -177,7 +200,8 @@ def test_calibration_features_come_from_one_joint_call_per_item_without_leakage(
     judge = MemAlign(semantic=False, policy="calibrated", k=2).compile(
         RubricJudge(tiny_rubric, lm=scripted_lm(respond), mode="joint"),
         trainset=LabelSet.from_records(rows, rubric=tiny_rubric))
-    assert len(calls) == len(items)  # one joint call per item, for both dimensions
+    # One joint call per distinct text (twins share it), for both dimensions.
+    assert len(calls) == len({text for _, text in items}) == 12
     by_text = {text: iid for iid, text in items}
     for prompt in calls:
         shown = set(re.findall(r"label of (t\d\d)", prompt))
@@ -363,3 +387,29 @@ def test_prompt_tokens_a_provider_served_from_its_cache_are_counted(tiny_rubric,
             RubricJudge(tiny_rubric, lm=lm)(answer="a")
     assert meter.calls == 2 and meter.cached_prompt_tokens == 80
     assert "80 prompt tokens cached" in meter.running().describe()
+
+
+def test_cv_costs_count_the_prompt_tokens_a_provider_served_from_its_cache(tiny_rubric,
+                                                                           monkeypatch):
+    from judgealign.config import LMSettings, load_config
+    from judgealign.evaluation.crossval import cross_validate
+    from judgealign.evaluation.options import CVOptions
+    from judgealign.evaluation.report import _cost_section
+    from judgealign.lm import build_lm
+    from judgealign.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    rows = [{"item_id": f"t{i}", "inputs": {"answer": f"answer {i}"}, "dimension": "correctness",
+             "score": 1 + i % 2, "rationale": "note"} for i in range(8)]
+    with FakeOpenAIServer(lambda p: {"score": "2", "rationale": "ok"},
+                          cached_tokens=30) as server:
+        lm = build_lm(LMSettings(model="openai/fake", api_base=server.api_base, cache=False))
+        result = cross_validate(tiny_rubric, LabelSet.from_records(rows, rubric=tiny_rubric),
+                                load_config(environ={}),
+                                CVOptions(variants=("baseline",), folds=2, n_bootstrap=50,
+                                          progress=False, dimensions=("correctness",)),
+                                lm=lm)
+    totals = result.cost_totals()["baseline"]
+    assert totals["judge_calls"] == 8
+    assert totals["judge_cached_prompt_tokens"] == 8 * 30
+    assert "0 + 240" in "\n".join(_cost_section(result))

@@ -4,7 +4,6 @@ and the embedded engine's helpers (with a fake llama.cpp model)."""
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import math
@@ -22,6 +21,7 @@ from judgealign.calibration import (
 from judgealign.program import RubricJudge
 from judgealign.signatures.rubric import rubric_from_dict
 from judgealign.testing import (
+    CharLlama,
     FakeOpenAIServer,
     ScriptedEngine,
     dimension_of,
@@ -238,59 +238,24 @@ def test_the_policy_is_part_of_the_judge_state(tiny_rubric):
 # --- the embedded engine's reading, with a fake llama.cpp model ------------------------------
 
 
-class FakeLlama:
-    """A character-level model with llama-cpp-python's surface: token id = byte value; the
-    next-token logits depend on the last token only (``table``)."""
-
-    def __init__(self, table: dict[str, dict[str, float]]) -> None:
-        self.table = table
-        self.input_ids: list[int] = []
-        self.n_tokens = 0
-        self.evaluated = 0  # tokens run through the "network"
-        self._logits = (ctypes.c_float * 128)()
-        self._ctx = self
-
-    def n_vocab(self) -> int:
-        return 128
-
-    def tokenize(self, text: bytes, add_bos: bool = False, special: bool = False) -> list[int]:
-        return list(text)
-
-    def detokenize(self, tokens, prev_tokens=None, special=False) -> bytes:
-        return bytes(tokens)
-
-    def eval(self, tokens) -> None:
-        self.input_ids[self.n_tokens:] = list(tokens)
-        self.n_tokens += len(tokens)
-        self.evaluated += len(tokens)
-        last = chr(self.input_ids[self.n_tokens - 1])
-        for t in range(128):
-            self._logits[t] = -30.0
-        for ch, logit in self.table.get(last, {}).items():
-            self._logits[ord(ch)] = logit
-
-    def get_logits(self):
-        return ctypes.cast(self._logits, ctypes.POINTER(ctypes.c_float))
-
-
 def test_the_engine_reads_each_value_by_the_chain_rule_over_cached_tokens():
-    from judgealign import local_lm
+    from judgealign import local_levels
 
     # After the opening quote: "1" 2, "2" 1, "N" 0, and junk the grammar forbids ("x" 5).
     # After "1": the closing quote (the value "1") 0, "0" (-> "10") log 3.
     table = {'"': {"1": 2.0, "2": 1.0, "N": 0.0, "x": 5.0},
              "1": {'"': 0.0, "0": math.log(3.0), "y": 4.0}}
-    llama = FakeLlama(table)
+    llama = CharLlama(table)
     prompt = list(b"<prompt>")
     raw = '{"score": "1", "rationale": "ok"}'
     generated = list(raw.encode())
     llama.eval(prompt)
     llama.eval(generated[:-1])  # a generation leaves its tokens in the KV cache
     before = llama.evaluated
-    prefix = local_lm._value_prefix(llama, raw, "score", prompt, generated)
+    prefix = local_levels.value_prefix(llama, raw, "score", prompt, generated)
     assert bytes(prefix) == b'<prompt>{"score": "'
-    dist = local_lm._value_distribution(llama, prefix, ["1", "2", "10", "N/A"],
-                                        [ord('"')])
+    dist = local_levels.value_distribution(llama, prefix, ["1", "2", "10", "N/A"],
+                                           [ord('"')])
     root = {"1": math.exp(2), "2": math.exp(1), "N": 1.0}
     z = sum(root.values())
     want = {"1": root["1"] / z * 0.25, "10": root["1"] / z * 0.75, "2": root["2"] / z,
@@ -298,7 +263,7 @@ def test_the_engine_reads_each_value_by_the_chain_rule_over_cached_tokens():
     assert {k: math.exp(v) for k, v in dist.items()} == pytest.approx(want)
     # One token re-run for the root, one for the "1"/"10" branch; "N/A" continues alone.
     assert llama.evaluated - before == 2
-    entries = local_lm._as_token_logprobs({"score": dist}, raw)
+    entries = local_levels.as_token_logprobs({"score": dist}, raw)
     content = [{"token": e.token, "logprob": e.logprob,
                 "top_logprobs": [{"token": t.token, "logprob": t.logprob} for t in e.top]}
                for e in entries]
@@ -308,13 +273,14 @@ def test_the_engine_reads_each_value_by_the_chain_rule_over_cached_tokens():
 
 
 def test_the_engine_declares_logprobs_and_finds_enum_fields():
-    from judgealign.local_lm import LlamaCppEngine, _enum_fields
+    from judgealign.local_levels import enum_fields
+    from judgealign.local_lm import LlamaCppEngine
 
     assert {"logprobs", "top_logprobs"} <= LlamaCppEngine.supported_params
     schema = {"type": "object", "properties": {
         "score": {"type": "string", "enum": ["1", "2", "N/A"]},
         "rationale": {"type": "string"}, "flag": {"enum": [True, False]}}}
-    assert _enum_fields(schema) == {"score": ["1", "2", "N/A"]}
+    assert enum_fields(schema) == {"score": ["1", "2", "N/A"]}
 
 
 @pytest.mark.local_model

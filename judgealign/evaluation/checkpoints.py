@@ -87,6 +87,9 @@ class CheckpointCost(_Strict):
     train_items: int = Field(ge=0)
     test_items: int = Field(ge=0)
     reused: bool
+    # Added after format 2 was first written: older checkpoints read as 0 (not reported).
+    align_cached_prompt_tokens: int = Field(default=0, ge=0)
+    judge_cached_prompt_tokens: int = Field(default=0, ge=0)
 
 
 class CheckpointFile(_Strict):

@@ -444,7 +444,8 @@ def _cost_section(result: CVResult) -> list[str]:
     lines = ["## Cost per variant", "",
              "Summed over the folds. Alignment counts every LM call made while compiling "
              "(reflection, bootstrapping); judging counts the held-out judgments. Reference "
-             "predictors make no LM call.", ""]
+             "predictors make no LM call. Cached: of the prompt tokens, those the provider "
+             "reported serving from its prompt cache (0 where it reports none).", ""]
     rows = []
     totals = result.cost_totals()
     reused = {v: sum(1 for c in result.costs if c.variant == v and c.reused)
@@ -454,10 +455,13 @@ def _cost_section(result: CVResult) -> list[str]:
                      f"{int(t['align_prompt_tokens'])} + {int(t['align_completion_tokens'])}",
                      f"{t['align_seconds']:.1f}", str(int(t["judge_calls"])),
                      f"{int(t['judge_prompt_tokens'])} + {int(t['judge_completion_tokens'])}",
-                     f"{t['judge_seconds']:.1f}", str(reused[v])])
+                     f"{t['judge_seconds']:.1f}",
+                     f"{int(t.get('align_cached_prompt_tokens', 0))} + "
+                     f"{int(t.get('judge_cached_prompt_tokens', 0))}", str(reused[v])])
     lines += md_table(["variant", "align calls", "align tokens (prompt + completion)",
                         "align s", "judge calls", "judge tokens (prompt + completion)",
-                        "judge s", "folds reused"], rows)
+                        "judge s", "cached prompt tokens (align + judge)", "folds reused"],
+                      rows)
     lines.append("")
     return lines
 

@@ -51,6 +51,8 @@ class RunCost:
 
     ``align_*`` counts every call of the judge and reflection LMs while compiling (MemAlign's
     reflection calls, BootstrapFewShot's judge runs); ``judge_*`` the held-out judgments.
+    ``*_cached_prompt_tokens`` are the prompt tokens the provider reported serving from its
+    prompt cache (OpenAI ``cached_tokens``, Anthropic cache reads; 0 where not reported).
     ``reused`` is True when the run was read back from a checkpoint (its numbers are those of
     the run that wrote it).
     """
@@ -68,6 +70,8 @@ class RunCost:
     train_items: int = 0
     test_items: int = 0
     reused: bool = False
+    align_cached_prompt_tokens: int = 0
+    judge_cached_prompt_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -10,12 +10,12 @@ and ``memalign`` (both memories; see ``DEMO_VARIANTS``), 10,000 bootstrap resamp
 prompts (``DEMO_MEMORY``) and, unless the configuration says otherwise (:func:`demo_settings`),
 joint judging (one call per item for both dimensions) and, with the embedded model as the
 reflection LM, extractive guidelines (no reflection call) without held-out validation. The
-reference predictors
-``constant`` and ``neighbours`` (no LM call) are in every report unless ``args.no_references``
-is set. ``--full`` runs every
-dimension, every item and the variants ``baseline``, ``memalign``, ``semantic-only``,
-``episodic-only`` (hours on 2 cores). ``--dimensions``, ``--limit`` and ``--variants``
-override either. ``--group-by FIELD`` keeps the items that share a value of that rubric input
+reference predictors ``constant`` and ``neighbours`` (no LM call) are in every report unless
+``args.no_references`` is set. ``--full`` runs every dimension and every item, whole, with the
+same variants and the same defaults for what the configuration leaves unset, but the
+configured memory settings (no prompt cuts). ``--dimensions``, ``--limit`` and ``--variants``
+override either (``--variants baseline,memalign,semantic-only,episodic-only``: the
+ablations). ``--group-by FIELD`` keeps the items that share a value of that rubric input
 (e.g. ``question``) in one fold.
 
 Checkpoints go to ``--out``; ``--resume`` reuses the (fold, variant) runs already finished
@@ -38,15 +38,14 @@ DEMO_ITEMS = 16
 # The default demo's prompt budget: the 135M model reads ~100 tokens/s on 2 cores, so short
 # prompts are what makes the subset finish in minutes (``--full`` keeps the configured ones).
 DEMO_MEMORY = {"k": 2, "demo_input_tokens": 200, "item_tokens": 600, "batch_examples": 6}
-FULL_VARIANTS = ("baseline", "memalign", "semantic-only", "episodic-only")
 DEFAULT_VARIANTS = ("baseline", "memalign")
 DEMO_VARIANTS = ("baseline", "memalign")
-# Defaults of the demo subset for what the configuration leaves unset. One joint call per
-# item judges both dimensions (half the calls). The embedded 135M model cannot write cited
-# guidelines (one cited call took 10 minutes on 2 cores and kept nothing), so with it as the
-# reflection LM semantic memory is distilled extractively from the experts' rationales (no
-# LM call), and held-out validation -- 6+ extra judge calls per dimension and fold -- is
-# left to `cv` and `--full`.
+# Defaults of the demo (subset and --full) for what the configuration leaves unset. One joint
+# call per item judges every dimension (half the calls of the subset, a ninth of --full's).
+# The embedded 135M model cannot write cited guidelines (one cited call took 10 minutes on 2
+# cores and kept nothing), so with it as the reflection LM semantic memory is distilled
+# extractively from the experts' rationales (no LM call), and held-out validation -- extra
+# judge calls per dimension and fold -- is left to `cv`.
 DEMO_SCORING = {"mode": "joint"}
 DEMO_LOCAL_REFLECTION = {"reflection": "extractive", "validate_guidelines": False}
 
@@ -70,14 +69,10 @@ def plan_for(args: argparse.Namespace) -> Plan:
     dimensions = _split(args.dimensions) or None
     limit = args.limit
     if args.command == "demo":
-        if getattr(args, "full", False):
-            # --variants keeps its default unless the user named others.
-            if variants == list(DEFAULT_VARIANTS):
-                variants = list(FULL_VARIANTS)
-        else:
+        if not _split(args.variants):
+            variants = list(DEMO_VARIANTS)
+        if not getattr(args, "full", False):
             dimensions = dimensions or list(DEMO_DIMENSIONS)
-            if not _split(args.variants):
-                variants = list(DEMO_VARIANTS)
             limit = limit if limit is not None else DEMO_ITEMS
     return Plan(dimensions, limit, variants)
 
@@ -107,8 +102,9 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     plan = plan_for(args)
     options = options_for(args, plan)  # bad flags fail here, before any work
     subset = args.command == "demo" and not getattr(args, "full", False)
-    if subset:
-        settings = build.settings_from(settings, overrides=demo_settings(settings))
+    if args.command == "demo":
+        settings = build.settings_from(settings,
+                                       overrides=demo_settings(settings, subset=subset))
     rubric, labels, card = _load_data(args)
     out = Path(args.out)
     what = (f"{len(plan.dimensions) if plan.dimensions else 'all'} dimension(s)"
@@ -130,8 +126,8 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
               f"once per fold to fit its calibration), with {DEMO_MEMORY['k']} demos of <= "
               f"{DEMO_MEMORY['demo_input_tokens']} tokens, notebooks cut to "
               f"{DEMO_MEMORY['item_tokens']} tokens, reflection "
-              f"{settings.memory.reflection}; --full runs every dimension and item with the "
-              "configured settings (hours)", flush=True)
+              f"{settings.memory.reflection}; --full runs every dimension and item whole",
+              flush=True)
     result = cross_validate(rubric, labels, settings, options)
     paths = write_report(result, out, dataset_card=card)
     print()
@@ -145,11 +141,11 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-def demo_settings(settings: Any) -> dict[str, Any]:
-    """The overrides of the default demo subset: :data:`DEMO_MEMORY` always, and
-    :data:`DEMO_SCORING` and (with the embedded model reflecting)
+def demo_settings(settings: Any, *, subset: bool = True) -> dict[str, Any]:
+    """The overrides of the demo: :data:`DEMO_MEMORY` for the default subset (``subset``;
+    not for ``--full``), and :data:`DEMO_SCORING` and (with the embedded model reflecting)
     :data:`DEMO_LOCAL_REFLECTION` for each setting the configuration does not set itself."""
-    memory = dict(DEMO_MEMORY)
+    memory = dict(DEMO_MEMORY) if subset else {}
     scoring = {k: v for k, v in DEMO_SCORING.items()
                if k not in settings.scoring.model_fields_set}
     model = settings.reflection.model
@@ -193,5 +189,5 @@ def _log_to_mlflow(result: Any, out: Path, settings: Any) -> None:
         print(f"logged to MLflow: {run}")
 
 
-__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "FULL_VARIANTS", "Plan", "demo_settings",
+__all__ = ["DEMO_DIMENSIONS", "DEMO_ITEMS", "Plan", "demo_settings",
            "options_for", "plan_for", "run_cv_command"]

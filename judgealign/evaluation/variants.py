@@ -139,6 +139,7 @@ def run_variant(source: ProgramSource, labels: LabelSet, settings: Any, variant:
         cost.align_calls = meter.calls
         cost.align_prompt_tokens = meter.prompt_tokens
         cost.align_completion_tokens = meter.completion_tokens
+        cost.align_cached_prompt_tokens = meter.cached_prompt_tokens
         to_dict = getattr(getattr(judge, "report", None), "to_dict", None)
         report = to_dict() if callable(to_dict) else None
     check_no_leakage(judge, test_ids, where=f" (fold {fold}, variant {variant!r})")
@@ -165,6 +166,7 @@ def run_variant(source: ProgramSource, labels: LabelSet, settings: Any, variant:
     cost.judge_calls, cost.judge_seconds = meter.calls, meter.seconds
     cost.judge_prompt_tokens, cost.judge_completion_tokens = (meter.prompt_tokens,
                                                               meter.completion_tokens)
+    cost.judge_cached_prompt_tokens = meter.cached_prompt_tokens
     _close(judge)
     return out, cost, report
 
