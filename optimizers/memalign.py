@@ -20,6 +20,7 @@ untouched. Compiling an aligned judge again distils only examples it has not see
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import random
 import re
@@ -68,6 +69,10 @@ _PER_EXAMPLE_ITEM_TOKENS = 100  # all of an example's inputs together
 _PER_EXAMPLE_RATIONALE_TOKENS = 120
 _PER_EXAMPLE_MAX_TOKENS = 96  # one sentence of <= MAX_GUIDELINE_CHARS in a small JSON object
 _MIN_GUIDELINE_CHARS = 20  # "guidelines", "E1": what a model that cannot do the task writes
+# Fewer words than this and it is no rule: "Bike sharing demand: predi" (a notebook's title,
+# cut), "## example #1 #2 #3" -- what SmolLM2-135M wrote in per-example calls and the
+# grounding filter let through, since the words are the item's own.
+_MIN_GUIDELINE_WORDS = 5
 REFLECTION_MODES = ("auto", *MODES)
 # judge being compiled -> reflection LMs whose cited trial failed in this compile
 _CANNOT_CITE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
@@ -472,7 +477,8 @@ class MemAlign(Teleprompter):
                 rejected.append(g.rejected("empty"))
             elif len(g.text) > MAX_GUIDELINE_CHARS:
                 rejected.append(g.rejected("too_long"))
-            elif g.sources and (len(g.text) < _MIN_GUIDELINE_CHARS or len(g.text.split()) < 3):
+            elif g.sources and (len(g.text) < _MIN_GUIDELINE_CHARS
+                                or _words(g.text) < _MIN_GUIDELINE_WORDS):
                 # (without sources it is rejected as no_sources below, the more telling reason)
                 rejected.append(g.rejected("too_short"))
             else:
@@ -856,24 +862,38 @@ def _brief_rubric(judge: RubricJudge, dim: str) -> str:
 _LEAD_IN = re.compile(r"^(?:(?:new\s+)?(?:guideline|rule)\s*\d*\s*[:.\-]\s*"
                       r"|[-*\u2022]\s+|\d+[.)]\s+)", flags=re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+# A word: a run of two or more letters, or one ideograph/kana (scripts written without spaces).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W\d_]{2,}")
+_MIN_SENTENCE_WORDS = 3
 _PAIR_REF = re.compile(r"\s*\((?:see |as in |like )?examples?\s+[AB](?:\s*(?:and|,)\s*[AB])?\)",
                        flags=re.IGNORECASE)
 
 
 def _clean_guideline(raw: Any) -> str:
     """A per-example answer as a guideline: one line, no list marker, label or example
-    reference, no surrounding quotes; an answer over ``MAX_GUIDELINE_CHARS`` keeps its first
-    sentence when that fits (one sentence was asked for; a small model goes on, or its answer
-    is cut by the token budget mid-sentence)."""
+    reference, no surrounding quotes, and only its leading sentences that read as prose (a
+    small model goes on with "1. Example A. 2. 3." or "#1 #2 #3" after a sentence); an
+    answer over ``MAX_GUIDELINE_CHARS`` keeps its first sentence when that fits (one sentence
+    was asked for; a small model goes on, or its answer is cut by the token budget)."""
     text = " ".join(str(raw or "").split())
     text = re.sub(r"\s+([.,;:!?])", r"\1", _PAIR_REF.sub("", _EXAMPLE_REF.sub("", text)))
     for _ in range(2):  # "- Guideline: ..." has two lead-ins
         text = _LEAD_IN.sub("", text.strip().strip("\"'`").strip())
     text = text.strip().strip("\"'`").strip()
+    sentences = _SENTENCE_END.split(text)
+    prose = list(itertools.takewhile(lambda x: _words(x) >= _MIN_SENTENCE_WORDS, sentences))
+    if prose and len(prose) < len(sentences):
+        text = " ".join(prose)
     if len(text) > MAX_GUIDELINE_CHARS:
-        first = _SENTENCE_END.split(text, maxsplit=1)[0]
+        first = sentences[0]
         text = first if len(first) <= MAX_GUIDELINE_CHARS else text
     return text
+
+
+def _words(text: str) -> int:
+    """Words of two or more letters (any script): what prose is made of, unlike "#1", "3."
+    or a cut-off "E1"."""
+    return len(_WORD.findall(text))
 
 
 def _empty(embedder: Embedder) -> Any:

@@ -375,7 +375,9 @@ def test_auto_switches_to_per_example_when_the_reflection_lm_cannot_cite(tiny_ru
     # one cited trial in all: after it cited nothing, the next dimension skips it
     assert len(small.cited_prompts) == 1
     assert rep["correctness"].modes == ["cited", "per-example"]
-    assert rep["clarity"].modes == ["per-example"]
+    # No cited trial on clarity; its per-example rule (the banana rule, about correctness) is
+    # not what the clarity experts wrote, so the extractive floor follows.
+    assert rep["clarity"].modes == ["per-example", "extractive"]
     assert rep["correctness"].rejected.get("no_sources") == 1
     # 3 contrasting (banana, correct) pairs; max_reflection_calls=2 leaves one pair out
     assert rep["correctness"].reflection_calls == 1 + 2
@@ -465,3 +467,45 @@ def test_a_warning_only_when_even_extractive_keeps_nothing(tiny_rubric):
 def test_unknown_reflection_mode_is_refused():
     with pytest.raises(ValueError, match="reflection must be one of auto, cited"):
         MemAlign(reflection="clever")
+
+
+def test_per_example_answers_that_are_no_rule_are_rejected_and_trailing_junk_is_cut(
+        tiny_rubric):
+    """What SmolLM2-135M wrote in per-example calls on the notebooks (BENCHMARKS.md,
+    align_notebooks) and an earlier screen kept: an item's title cut off, a list of markers,
+    a sentence followed by an enumeration. The grounding evidence is the experts' words when
+    they wrote any, so a fragment copied from the item's own text is not 'grounded'."""
+    from judgealign.optimizers.memalign import _clean_guideline
+
+    assert _clean_guideline("Cell 4 imports everything, but nothing pins the versions of "
+                            "mlflow. 1. Example A. 2. Example B. 3. 4. 5.") == (
+        "Cell 4 imports everything, but nothing pins the versions of mlflow.")
+    assert _clean_guideline("Two sentences here are fine. Both are prose sentences.") == (
+        "Two sentences here are fine. Both are prose sentences.")
+    rows = [("t1", "Bike sharing demand: predict hourly rentals with a random forest.", 1,
+             "The forest is tuned on the test split, so its score is optimistic."),
+            ("t2", "Bike sharing demand: predict rentals with a tuned ridge model.", 3,
+             "Tuning uses cross-validation on the training rows only; the test set is untouched.")]
+    answers = iter(["Bike sharing demand: predi",
+                    "## example #1 #2 #3 #4 #5 #6 #7 #8 #9 #10 #11 #12 #13 #14",
+                    "Bike sharing demand: predict hourly rentals with a random forest."])
+
+    def reflector(prompt):
+        return {"guideline": next(answers, "Tuning on the test split makes the score "
+                                           "optimistic; tune with cross-validation.")}
+
+    trainset = LabelSet.from_records(label_rows(rows), rubric=tiny_rubric)
+    for n in range(3):
+        judge = MemAlign(reflection_lm=scripted_lm(reflector), reflection="per-example",
+                         validate=False).compile(
+            RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge)), trainset=trainset)
+        djudge = judge.judges["correctness"]
+        rejected = {g.text: g.reason for g in djudge.rejected}
+        assert not djudge.guidelines, [g.text for g in djudge.guidelines]
+        assert list(rejected.values()) == [("too_short", "too_short", "ungrounded")[n]]
+    # A rule in the experts' own terms is kept, with the pair as its sources.
+    judge = MemAlign(reflection_lm=scripted_lm(reflector), reflection="per-example",
+                     validate=False).compile(
+        RubricJudge(tiny_rubric, lm=scripted_lm(banana_judge)), trainset=trainset)
+    kept = judge.judges["correctness"].guidelines
+    assert [g.mode for g in kept] == ["per-example"] and set(kept[0].sources) == {"t1", "t2"}

@@ -2,8 +2,11 @@
 
 No LM call is made. With the judge's own embedder, each proposed guideline gets
 
-* ``support``: its highest cosine similarity to the evidence it cites (the cited examples'
-  expert rationales, and an excerpt of each cited item);
+* ``support``: its highest cosine similarity to the evidence it cites: the cited examples'
+  expert rationales (the feedback a guideline distils) when any of them has one, else an
+  excerpt of each cited item. Not the items themselves when the experts wrote something: a
+  fragment copied from an item's text (its title, a code line) is similar to that item, and
+  it says nothing the experts said;
 * ``null``: its highest similarity to text it should *not* resemble more than its evidence:
   the other dimensions' rubric text (a guideline about another dimension) and a fixed bank of
   off-topic sentences (health, food, travel ... the way an unrelated remark reads);
@@ -93,11 +96,9 @@ class GroundingFilter:
             if not cited:
                 rejected.append(g.rejected("no_sources"))
                 continue
-            evidence = []
-            for ep in cited:
-                if ep.rationale.strip():
-                    evidence.append(ep.rationale)
-                evidence.append(item_text(ep.inputs)[:_EXCERPT_CHARS])
+            evidence = [ep.rationale for ep in cited if ep.rationale.strip()]
+            if not evidence:  # labels without rationales: the items are all there is
+                evidence = [item_text(ep.inputs)[:_EXCERPT_CHARS] for ep in cited]
             support = float(np.max(embedder.embed(evidence) @ vec))
             null = float(np.max(null_vecs @ vec))
             restate = float(np.max(rubric_vecs @ vec))
