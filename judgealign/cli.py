@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=_int_at_least(0), default=0)
         p.add_argument("--group-by", metavar="FIELD", default=None,
                        help="an input field of the rubric (e.g. question): items with the "
-                            "same value of it share a fold (default: only items with "
-                            "identical inputs do)")
+                            "same value of it share a fold; or id:REGEX: items whose ids "
+                            "match it alike (first capture group) do (default: only items "
+                            "with identical inputs do)")
         p.add_argument("--out", default="reports/" + name, help="report directory")
         p.add_argument("--resume", action="store_true", help="reuse finished folds in --out")
         p.add_argument("--no-references", action="store_true",

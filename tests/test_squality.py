@@ -116,6 +116,19 @@ def test_episodes_aggregate_three_reviewers() -> None:
         assert ep.score == sorted(scores[ep.item_id])[1]  # lower median of three
 
 
+def test_folds_can_keep_each_story_together_by_id() -> None:
+    """The story is no input of the default labels; ``group_by="id:^sq-(\\d+)-"`` keeps all
+    15 answers about one story in one fold (20 stories, 20 units)."""
+    from judgealign.evaluation.folds import assign_folds, content_groups
+
+    labels = dataset().labels
+    units = content_groups(labels.item_ids, labels, group_by=r"id:^sq-(\d+)-")
+    assert len(units) == 20 and all(len(m) == 15 for m in units.values())
+    folds = assign_folds(labels.item_ids, 4, 0, labels=labels, group_by=r"id:^sq-(\d+)-")
+    for members in units.values():
+        assert len({folds[i] for i in members}) == 1
+
+
 def test_reference_is_never_the_judged_response() -> None:
     references: dict[tuple[str, str], set[str]] = defaultdict(set)
     for item_id, inputs in dataset().items.items():

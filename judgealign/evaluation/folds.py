@@ -6,7 +6,8 @@ systems, say) are one *unit*: they always share a fold, so a copy of a held-out 
 sits in training. With ``group_by`` (an input field, e.g. ``"question"``), items whose value
 of that field is equal after stripping whitespace join the same unit too (the union of both
 relations), so several answers to one question never straddle folds; an empty value groups
-nothing.
+nothing. ``group_by="id:REGEX"`` groups by a part of the item id instead (:func:`group_value`),
+for a relation no input carries (the story several questions are about).
 
 The scheme (:func:`assign_folds`): the units are sorted, shuffled with
 ``random.Random(seed)``, then stably sorted by the unit's mean aggregated reference score
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -92,6 +94,25 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
     return dict(sorted(folds.items()))
 
 
+ID_PREFIX = "id:"
+
+
+def group_value(group_by: str) -> Callable[[str, Mapping[str, str]], str]:
+    """``(item id, inputs) -> the item's group value`` ("" = not grouped) for a ``group_by``:
+    an input field's stripped value, or with ``id:REGEX`` the first match of REGEX in the item
+    id (its first capture group when it has one): ``id:^sq-(\\d+)-`` groups SQuALITY's answers
+    by story (ids ``sq-<passage>-q<n>-<system>``) though the story is no input."""
+    if group_by.startswith(ID_PREFIX):
+        pattern = re.compile(group_by[len(ID_PREFIX):])
+
+        def by_id(item_id: str, _: Mapping[str, str]) -> str:
+            m = pattern.search(item_id)
+            return "" if m is None else (m.group(1) if pattern.groups else m.group(0)) or ""
+
+        return by_id
+    return lambda _, inputs: str(inputs.get(group_by) or "").strip()
+
+
 def content_groups(ids: Iterable[str], labels: LabelSet | None, *,
                    group_by: str | None = None) -> dict[str, list[str]]:
     """Units of items: ``content key -> item ids``; items whose inputs are identical (one
@@ -122,10 +143,11 @@ def content_groups(ids: Iterable[str], labels: LabelSet | None, *,
             key = parent[key]
         return key
 
+    value_of = group_value(group_by)
     first: dict[str, str] = {}  # field value -> the first content key that had it
     for key in sorted(groups):
         for i in groups[key]:
-            value = str((inputs.get(i) or {}).get(group_by) or "").strip()
+            value = value_of(i, inputs.get(i) or {})
             if not value:
                 continue
             other = first.setdefault(value, key)

@@ -11,6 +11,7 @@ CLI answers bad flags with one line and exit code 2.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -57,7 +58,10 @@ class CVOptions:
         identical inputs always do; items with an empty value are not grouped by it. For
         sets where several answers respond to one question or passage (SQuALITY), so no
         sibling of a held-out answer sits in training. Checked against the rubric's inputs
-        by :meth:`check_data`. Flag ``--group-by``.
+        by :meth:`check_data`. Or ``"id:REGEX"``: items whose ids' first REGEX match (its
+        first capture group, if any) is equal share a fold -- a relation no input carries,
+        such as the story behind several questions (``"id:^sq-(\\d+)-"`` on SQuALITY).
+        Flag ``--group-by``.
     variants : tuple of str, default ``("baseline", "memalign")``
         LLM variants in report order, names of :mod:`judgealign.build` (``baseline``,
         ``memalign``, ``semantic-only``, ``episodic-only``, the DSPy few-shot baselines;
@@ -108,9 +112,19 @@ class CVOptions:
         _int("n_bootstrap", self.n_bootstrap, "--bootstrap", minimum=1)
         if self.group_by is not None:
             if not isinstance(self.group_by, str) or not self.group_by.strip():
-                raise CVOptionsError(f"group_by must be the name of an input field, got "
-                                     f"{self.group_by!r} (--group-by)")
+                raise CVOptionsError(f"group_by must be the name of an input field or "
+                                     f"'id:REGEX', got {self.group_by!r} (--group-by)")
             object.__setattr__(self, "group_by", self.group_by.strip())
+            if self.group_by.startswith("id:"):
+                try:
+                    pattern = re.compile(self.group_by[3:])
+                except re.error as exc:
+                    raise CVOptionsError(f"group_by {self.group_by!r}: not a regular "
+                                         f"expression ({exc}) (--group-by)") from None
+                if not self.group_by[3:] or pattern.groups > 1:
+                    raise CVOptionsError(f"group_by {self.group_by!r}: give a non-empty "
+                                         "regular expression with at most one capture group "
+                                         "(--group-by)")
         if self.limit is not None:
             _int("limit", self.limit, "--limit", minimum=1)
             if self.limit < self.folds:
@@ -202,8 +216,9 @@ class CVOptions:
 
     def check_group_by(self, input_names: Sequence[str] | None) -> None:
         """Raise a :class:`CVOptionsError` when ``group_by`` is not one of ``input_names``
-        (the rubric's inputs); nothing to check without ``group_by`` or ``input_names``."""
-        if self.group_by is None or input_names is None:
+        (the rubric's inputs); nothing to check without ``group_by`` or ``input_names``, or
+        for an ``id:REGEX`` (checked when the options are made)."""
+        if self.group_by is None or input_names is None or self.group_by.startswith("id:"):
             return
         names = list(input_names)
         if self.group_by not in names:

@@ -197,3 +197,30 @@ def test_cli_group_by_reaches_the_options(tmp_path, monkeypatch, capsys):
         assert code == 2 and message in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_id_regex_groups_by_a_part_of_the_id_no_input_carries(question_labels, k):
+    """'id:REGEX' groups items whose ids' match (first capture group) is equal: here the
+    question number inside the id, though no input names it (as SQuALITY's story)."""
+    groups = groups_of(question_labels)
+    by_id = content_groups(question_labels.item_ids, question_labels,
+                           group_by=r"id:^q(\d\d)a")
+    assert sorted(by_id.values()) == sorted(groups.values())
+    for seed in SEEDS:
+        folds = assign_folds(question_labels.item_ids, k, seed, labels=question_labels,
+                             group_by=r"id:^q(\d\d)")
+        for members in groups.values():
+            assert len({folds[i] for i in members}) == 1, (seed, members)
+    # No group: ids the pattern does not match stay alone; without a group, the whole match.
+    assert len(content_groups(question_labels.item_ids, question_labels,
+                              group_by="id:^zzz")) == len(question_labels.item_ids)
+    assert len(content_groups(question_labels.item_ids, question_labels,
+                              group_by="id:a[01]")) < len(question_labels.item_ids)
+    CVOptions(group_by="id:^q(\\d\\d)").check_group_by(["answer", "question"])  # no input
+
+
+@pytest.mark.parametrize("bad", ["id:", "id:(", "id:(a)(b)"])
+def test_a_bad_id_regex_is_refused_naming_group_by(bad):
+    with pytest.raises(CVOptionsError, match=r"group_by .*--group-by"):
+        CVOptions(group_by=bad)
