@@ -63,13 +63,16 @@ JUDGES = ("unaligned", "aligned")
 class EvalCounter:
     """Counts the tokens llama.cpp evaluates and keeps each call's prompt tokens, by wrapping
     the model object's ``eval`` and ``create_chat_completion`` (instance attributes: the
-    class is untouched)."""
+    class is untouched) and, for answers written field by field, the engine's
+    ``chat_tokens`` (which builds those calls' prompts)."""
 
     def __init__(self, llama: Any) -> None:
+        from judgealign import local_lm
+
         self.llama = llama
         self.evaluated = 0
         self.prompts: list[list[int]] = []
-        eval_, chat = llama.eval, llama.create_chat_completion
+        eval_, chat, build = llama.eval, llama.create_chat_completion, local_lm.chat_tokens
 
         def counted_eval(tokens: Sequence[int]) -> Any:
             self.evaluated += len(tokens)
@@ -81,7 +84,14 @@ class EvalCounter:
             self.prompts.append([int(t) for t in llama.input_ids[:n]])
             return out
 
+        def recorded_build(model: Any, messages: Any) -> Any:
+            tokens = build(model, messages)
+            if tokens is not None and model is llama:
+                self.prompts.append(list(tokens))
+            return tokens
+
         llama.eval, llama.create_chat_completion = counted_eval, recorded_chat
+        local_lm.chat_tokens = recorded_build
 
     def reset(self, *, cache: bool = True) -> None:
         """Zero the counts; with ``cache``, also empty the KV cache, so that the next prompt
