@@ -254,6 +254,9 @@ class LlamaCppEngine:
         key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
         answer = self._cache.get(key) if self._cache else None
         if answer is None and prompt is not None:
+            if len(prompt) >= self.context_window:  # what llama.cpp's own completion says
+                raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of "
+                                 f"{self.context_window}")
             with self._lock:
                 filled = fill_fields(self.llama, prompt, fields, max_tokens=params["max_tokens"],
                                      temperature=params["temperature"], seed=params["seed"],

