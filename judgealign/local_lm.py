@@ -242,18 +242,20 @@ class LlamaCppEngine:
         # are asked for); they are part of the cache key, so cached answers carry them.
         levels = enum_fields(schema) if schema is not None and cfg.logprobs is not None else {}
         # A flat object of strings is written field by field (judgealign.local_fields) when
-        # the model's chat format allows building its prompt tokens; part of the key, since
-        # the answer is built differently.
+        # the model's chat format allows building its prompt tokens (fixed per model file,
+        # which the key holds); part of the key, since the answer is built differently.
         fields = flat_fields(schema) if schema is not None and self.fill_fields else None
-        prompt = chat_tokens(self.llama, messages) if fields else None
         keyed: list[Any] = [_file_sha256(str(self.model_path)), self._n_ctx, messages, params]
         if levels:
             keyed.append({"levels": levels})
-        if prompt is not None:
+        if fields is not None:
             keyed.append({"fill": FILL_VERSION})
         key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
         answer = self._cache.get(key) if self._cache else None
-        if answer is None and prompt is not None:
+        # Only on a miss: building the prompt tokens loads the model, which a cached answer
+        # never needs.
+        prompt = chat_tokens(self.llama, messages) if answer is None and fields else None
+        if prompt is not None:
             if len(prompt) >= self.context_window:  # what llama.cpp's own completion says
                 raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of "
                                  f"{self.context_window}")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from judgealign.evaluation.options import CVOptionsError
+from judgealign.evaluation.options import ID_PREFIX, CVOptionsError
 from judgealign.labels import LabelSet
 
 
@@ -92,9 +92,6 @@ def assign_folds(item_ids: Iterable[str], k: int, seed: int = 0,
             for item in groups[key]:
                 folds[item] = fold
     return dict(sorted(folds.items()))
-
-
-ID_PREFIX = "id:"
 
 
 def group_value(group_by: str) -> Callable[[str, Mapping[str, str]], str]:

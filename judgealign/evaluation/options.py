@@ -25,6 +25,8 @@ CONSTANT, NEIGHBOURS = "constant", "neighbours"
 REFERENCES = (CONSTANT, NEIGHBOURS)
 # The human-vs-human row (each rater against the aggregate of the other raters).
 HUMAN = "human"
+# group_by="id:REGEX" groups items by a part of their id (judgealign.evaluation.folds).
+ID_PREFIX = "id:"
 
 
 class CVOptionsError(ConfigError, ValueError):
@@ -115,13 +117,13 @@ class CVOptions:
                 raise CVOptionsError(f"group_by must be the name of an input field or "
                                      f"'id:REGEX', got {self.group_by!r} (--group-by)")
             object.__setattr__(self, "group_by", self.group_by.strip())
-            if self.group_by.startswith("id:"):
+            if self.group_by.startswith(ID_PREFIX):
                 try:
-                    pattern = re.compile(self.group_by[3:])
+                    pattern = re.compile(self.group_by[len(ID_PREFIX):])
                 except re.error as exc:
                     raise CVOptionsError(f"group_by {self.group_by!r}: not a regular "
                                          f"expression ({exc}) (--group-by)") from None
-                if not self.group_by[3:] or pattern.groups > 1:
+                if not self.group_by[len(ID_PREFIX):] or pattern.groups > 1:
                     raise CVOptionsError(f"group_by {self.group_by!r}: give a non-empty "
                                          "regular expression with at most one capture group "
                                          "(--group-by)")
@@ -218,7 +220,8 @@ class CVOptions:
         """Raise a :class:`CVOptionsError` when ``group_by`` is not one of ``input_names``
         (the rubric's inputs); nothing to check without ``group_by`` or ``input_names``, or
         for an ``id:REGEX`` (checked when the options are made)."""
-        if self.group_by is None or input_names is None or self.group_by.startswith("id:"):
+        if (self.group_by is None or input_names is None
+                or self.group_by.startswith(ID_PREFIX)):
             return
         names = list(input_names)
         if self.group_by not in names:

@@ -6,16 +6,16 @@ cross-validated alignment of the bundled notebook judge (``judgealign.datasets``
 
 The default demo is a documented subset sized for 2 CPU cores: the dimensions
 ``model_training`` and ``data_imputation``, the first 16 items, 4 folds, variants ``baseline``
-and ``memalign`` (both memories; see ``DEMO_VARIANTS``), 10,000 bootstrap resamples, short
-prompts (``DEMO_MEMORY``) and, unless the configuration says otherwise (:func:`demo_settings`),
-joint judging (one call per item for both dimensions) and, with the embedded model as the
-reflection LM, extractive guidelines (no reflection call) without held-out validation. The
-reference predictors ``constant`` and ``neighbours`` (no LM call) are in every report unless
-``args.no_references`` is set. ``--full`` runs every dimension and every item, whole, with the
-same variants and the same defaults for what the configuration leaves unset, but the
-configured memory settings (no prompt cuts). ``--dimensions``, ``--limit`` and ``--variants``
-override either (``--variants baseline,memalign,semantic-only,episodic-only``: the
-ablations). ``--group-by FIELD`` keeps the items that share a value of that rubric input
+and ``memalign`` (both memories; ``DEFAULT_VARIANTS``, as for ``cv``), 10,000 bootstrap
+resamples, short prompts (``DEMO_MEMORY``) and, unless the configuration says otherwise
+(:func:`demo_settings`), joint judging (one call per item for both dimensions) and, with the
+embedded model as the reflection LM, extractive guidelines (no reflection call) without
+held-out validation. The reference predictors ``constant`` and ``neighbours`` (no LM call) are
+in every report unless ``args.no_references`` is set. ``--full`` runs every dimension and every
+item, whole, with the same variants and the same defaults for what the configuration leaves
+unset, but the configured memory settings (no prompt cuts). ``--dimensions``, ``--limit`` and
+``--variants`` override either (``--variants baseline,memalign,semantic-only,episodic-only``:
+the ablations). ``--group-by FIELD`` keeps the items that share a value of that rubric input
 (e.g. ``question``) in one fold.
 
 Checkpoints go to ``--out``; ``--resume`` reuses the (fold, variant) runs already finished
@@ -39,7 +39,6 @@ DEMO_ITEMS = 16
 # prompts are what makes the subset finish in minutes (``--full`` keeps the configured ones).
 DEMO_MEMORY = {"k": 2, "demo_input_tokens": 200, "item_tokens": 600, "batch_examples": 6}
 DEFAULT_VARIANTS = ("baseline", "memalign")
-DEMO_VARIANTS = ("baseline", "memalign")
 # Defaults of the demo (subset and --full) for what the configuration leaves unset. One joint
 # call per item judges every dimension (half the calls of the subset, a ninth of --full's).
 # The embedded 135M model cannot write cited guidelines (one cited call took 10 minutes on 2
@@ -68,12 +67,9 @@ def plan_for(args: argparse.Namespace) -> Plan:
     variants = _split(args.variants) or list(DEFAULT_VARIANTS)
     dimensions = _split(args.dimensions) or None
     limit = args.limit
-    if args.command == "demo":
-        if not _split(args.variants):
-            variants = list(DEMO_VARIANTS)
-        if not getattr(args, "full", False):
-            dimensions = dimensions or list(DEMO_DIMENSIONS)
-            limit = limit if limit is not None else DEMO_ITEMS
+    if args.command == "demo" and not getattr(args, "full", False):
+        dimensions = dimensions or list(DEMO_DIMENSIONS)
+        limit = limit if limit is not None else DEMO_ITEMS
     return Plan(dimensions, limit, variants)
 
 
