@@ -13,9 +13,11 @@ own answer and its own dimension part. In joint mode one call carries:
 * the labels of the item's nearest episodes per dimension as compact lines (``score 2: <the
   expert's rationale>``): the episodic memory's demos without their item text, which would
   not fit nine times), then the question;
-* an answer with one ``<dimension>_score`` / ``<dimension>_rationale`` pair per dimension
-  (the signature of :func:`joint_signature`; scores are typed levels, so a constraining engine
-  writes nothing else and reports each score's level probabilities).
+* an answer with every ``<dimension>_score``, then every ``<dimension>_rationale`` (the
+  signature of :func:`joint_signature`; scores are typed levels, so a constraining engine
+  writes nothing else and reports each score's level probabilities). With the scores first,
+  calibration asks for them alone (same prompt, same scores; the embedded model writes no
+  rationale, most of a joint call's generated tokens).
 
 A dimension whose field is missing or off the scale fails alone (its ``DimensionResult``
 records the error); the others keep their scores. A retry asks again for the failed
@@ -56,8 +58,10 @@ DEFAULT_MODE: Mode = "per-dimension"
 # Answer tokens per dimension: the score field and a one-sentence rationale. The embedded
 # model's per-call budget is 32; a remote model's 512 would reserve 4,608 tokens for nine.
 ANSWER_TOKENS_PER_DIMENSION = 64
-# Tokens of one compact demo line (score and rationale, cut).
-DEMO_LINE_TOKENS = 60
+# Tokens of one compact demo line's rationale (cut): about 24 words of the expert's. Nine
+# dimensions with k=3 make 27 lines; at 60 tokens (the bundled notebooks' rationales average
+# 57) they were 1,700 of a 6,100-token prompt and most of what an aligned judge read per item.
+DEMO_LINE_TOKENS = 32
 # The shared part's scaffolding, the question and the output-format text.
 _FIXED_OVERHEAD_TOKENS = 500
 _MIN_ITEM_TOKENS = 256
@@ -80,18 +84,23 @@ def rationale_field(dim: str) -> str:
 
 
 def joint_signature(rubric: Any, dims: Sequence[str]) -> type[dspy.Signature]:
-    """The signature of a joint call: the rubric's inputs, then for each dimension of ``dims``
-    (in order) ``<dim>_score`` (a ``Literal`` of its levels, N/A where allowed) and
-    ``<dim>_rationale`` (``str``). Scores come before rationales within a pair, so a cut
-    answer keeps the scores it reached."""
+    """The signature of a joint call: the rubric's inputs, then ``<dim>_score`` for each
+    dimension of ``dims`` (in order; a ``Literal`` of its levels, N/A where allowed), then
+    ``<dim>_rationale`` for each (``str``).
+
+    Every score comes before every rationale, so a cut answer keeps the scores, and the
+    scores, with their level probabilities, do not depend on anything written after them:
+    the answer's first part is the same whether the rationales follow or not, which is what
+    lets calibration ask for the scores alone (:func:`judge_jointly`'s ``scores_only``)."""
     fields = input_fields(rubric)
     for dim in dims:
         spec = rubric.dimension(dim)
         choices = score_choices(rubric, spec)
         fields[score_field(dim)] = (Literal[choices], dspy.OutputField(  # type: ignore[valid-type]
             desc=f"{spec.name}: one of {', '.join(choices)}"))
+    for dim in dims:
         fields[rationale_field(dim)] = (str, dspy.OutputField(
-            desc=f"{spec.name}: one short sentence citing the evidence"))
+            desc=f"{rubric.dimension(dim).name}: one short sentence citing the evidence"))
     return dspy.make_signature(fields, "Judge the item on every dimension listed.",
                                signature_name="JointJudgment")
 
@@ -108,9 +117,23 @@ class JointAdapter(JudgeAdapter):
 
     scope = "You will be asked to judge the item on several dimensions at once."
 
-    def __init__(self, rubric: Any, sections: Mapping[str, str], **kwargs: Any) -> None:
+    def __init__(self, rubric: Any, sections: Mapping[str, str], *,
+                 scores_only: bool = False, **kwargs: Any) -> None:
         super().__init__(rubric, **kwargs)
         self.sections = dict(sections)
+        self.scores_only = scores_only
+
+    def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any],
+                                 signature: type[dspy.Signature]) -> None:
+        """DSPy's structured-output request, for the score fields alone with ``scores_only``.
+        The prompt is the full joint prompt either way (``format`` gets the whole signature),
+        so the scores, written first, see the same text as in a full answer; an engine that
+        follows the schema stops after them (the embedded one writes no rationale) and the
+        rationales come back as :data:`MISSING`."""
+        if self.scores_only:
+            for dim in self.sections:
+                signature = signature.delete(rationale_field(dim))
+        super()._prepare_response_format(lm, lm_kwargs, signature)
 
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,10 +168,10 @@ class JointAdapter(JudgeAdapter):
                     + [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
                        for d in shown]))
         parts.append("Judge the item between the ITEM markers above on each of the "
-                     f"{len(self.sections)} dimensions of the rubric, independently. For each, "
-                     "give the score first, then a rationale of one short sentence (at most 15 "
-                     "words) citing the evidence. Respond with the JSON object only, its fields "
-                     "in the order listed in the output fields.")
+                     f"{len(self.sections)} dimensions of the rubric, independently: first "
+                     "every dimension's score, then for each a rationale of one short sentence "
+                     "(at most 15 words) citing the evidence. Respond with the JSON object only, "
+                     "its fields in the order listed in the output fields.")
         return "\n\n".join(parts)
 
     def _name(self, dim: str) -> str:
@@ -206,12 +229,16 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
                   vector: Any = None, exclude: Collection[str] = frozenset(),
-                  collect: bool = False, item_id: str | None = None) -> JudgeResult:
+                  collect: bool = False, item_id: str | None = None,
+                  scores_only: bool = False) -> JudgeResult:
     """One item judged on ``dims`` with one call (plus a retry for failed dimensions).
 
     ``inputs`` are checked inputs; ``vector`` the item's retrieval vector; ``exclude`` and
     ``collect`` as in :meth:`DimensionJudge.forward`. Every ``DimensionResult`` says what it
     says in per-dimension mode (scores by each dimension's policy and calibration).
+    ``scores_only``: the same prompt, but the answer asked for holds the scores alone (empty
+    rationales): what calibration needs, since the scores come first and see the same text
+    as in a full answer; the embedded model then writes no rationale at all.
     """
     if not dims:
         return JudgeResult(item_id, {})
@@ -250,7 +277,8 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     for attempt in range(attempts):
         signature = joint_signature(judge.rubric, pending)
         predict = dspy.Predict(signature)
-        adapter = JointAdapter(judge.rubric, {d: sections[d] for d in pending})
+        adapter = JointAdapter(judge.rubric, {d: sections[d] for d in pending},
+                               scores_only=scores_only)
         config = {**retry_config(lm, attempt), **ask, "max_tokens": max_out}
         try:
             with dspy.context(lm=lm, adapter=adapter):
@@ -328,8 +356,9 @@ class JointView:
 
         def compute() -> JudgeResult:
             vector = self.judge._query_vectors([inputs], self.dims)[0]
+            # Calibration reads the level probabilities, not the rationales: scores only.
             return judge_jointly(self.judge, inputs, self.dims, vector=vector,
-                                 exclude=_exclude, collect=True)
+                                 exclude=_exclude, collect=True, scores_only=True)
 
         return self.memo.get((input_group(inputs), frozenset(_exclude)), compute)[self.dim]
 

@@ -20,7 +20,7 @@ from judgealign.labels import LabelSet
 from judgealign.optimizers.memalign import MemAlign
 from judgealign.program import RubricJudge
 from judgealign.signatures.rubric import build_signature
-from judgealign.testing import ScriptedEngine, scripted_lm, with_levels
+from judgealign.testing import ScriptedEngine, request_text, scripted_lm, with_levels
 from judgealign.usage import CostMeter, _dollars
 
 
@@ -212,6 +212,55 @@ def test_calibration_features_come_from_one_joint_call_per_item_without_leakage(
         assert cal is not None and len(cal.rows) == len(items)
         for row in cal.rows:
             assert row.retrieved and not set(row.retrieved) & twins[row.item_id]
+
+
+def test_calibration_asks_for_the_scores_alone_with_the_prompt_of_a_full_judgment(tiny_rubric):
+    """Every score comes before every rationale, so a calibration call (features: the level
+    probabilities) can stop after the scores: it sends the very prompt a full judgment of the
+    item with the same exclusions sends, with a response schema of the score fields alone."""
+    from judgealign.joint import JointMemo, JointView, judge_jointly
+
+    dims = ["correctness", "clarity"]
+    assert list(joint_signature(tiny_rubric, dims).output_fields) == [
+        "correctness_score", "clarity_score", "correctness_rationale", "clarity_rationale"]
+    rows = [{"item_id": f"t{i:02d}", "inputs": {"answer": f"answer {i}"}, "dimension": dim,
+             "score": 1 + i % 3, "rationale": f"label of t{i:02d}"}
+            for i in range(12) for dim in dims]
+    seen = []  # (prompt, fields of the response schema)
+
+    def respond(prompt):  # what the schema asks for, as a constraining engine writes
+        answer = joint_answer(prompt, {"correctness": "2", "clarity": "1"})
+        return {k: v for k, v in answer.items() if k in seen[-1][1]}
+
+    lm = scripted_lm(respond)
+    engine = lm.engine if hasattr(lm, "engine") else lm._engine
+    complete = engine.complete
+
+    def recording(request):
+        schema = json.dumps(request.config.response_format, default=str)
+        seen.append((request_text(request),
+                     sorted(set(re.findall(r'"(\w+_(?:score|rationale))"', schema)))))
+        return complete(request)
+
+    engine.complete = recording
+    judge = MemAlign(semantic=False, policy="calibrated", k=2).compile(
+        RubricJudge(tiny_rubric, lm=lm, mode="joint"),
+        trainset=LabelSet.from_records(rows, rubric=tiny_rubric))
+    assert len(seen) == 12
+    assert all(fields == ["clarity_score", "correctness_score"] for _, fields in seen)
+    calibration_prompt = next(p for p, _ in seen if judged_text(p, "answer") == "answer 3")
+    seen.clear()
+    inputs = {"answer": "answer 3", "question": ""}
+    vector = judge._query_vectors([inputs], dims)[0]
+    full = judge_jointly(judge, inputs, dims, vector=vector, exclude={"t03"}, collect=True)
+    assert seen[0][0] == calibration_prompt
+    assert seen[0][1] == ["clarity_rationale", "clarity_score", "correctness_rationale",
+                          "correctness_score"]
+    assert full["correctness"].rationale == "correctness reason" and not full["clarity"].failed
+    # An answer without rationales is no failure: the features are read, the rationale empty.
+    part = JointView(judge, "clarity", dims, JointMemo())(_exclude={"t03"}, **inputs)
+    assert not part.failed and part.rationale == ""
+    assert part.probabilities == full["clarity"].probabilities
 
 
 def truth_of_text(text: str) -> int:
