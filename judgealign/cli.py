@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bootstrap resamples, 1 to 1,000,000 (default 10,000)")
         p.add_argument("--variants", type=_variant_list, default=None,
                        help=f"comma-separated: {', '.join(VARIANT_NAMES)} "
-                            "(default: baseline,memalign; demo: baseline,episodic-only)")
+                            "(default: baseline,memalign, for the demo too)")
         p.add_argument("--dimensions", help="comma-separated dimension ids (default: all)")
         p.add_argument("--limit", type=_int_at_least(2),
                        help="use only the first N items (N >= 2 and >= --folds)")

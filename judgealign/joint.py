@@ -262,6 +262,16 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
     room = (lm_context_window(lm) - max_out - _FIXED_OVERHEAD_TOKENS
             - sum(count(t) for t in sections.values()) - DEMO_LINE_TOKENS * len(demos))
+    if room < _MIN_ITEM_TOKENS and _window_is_known(lm):
+        # Sent anyway, the call fails with the engine's bare "exceed context window"; say why
+        # (a rubric of many dimensions, each with its guidelines, on a small-context model).
+        why = (f"ContextWindowError: the joint prompt's rubric sections and guidelines "
+               f"({sum(count(t) for t in sections.values())} tokens), demo lines and answer "
+               f"leave {max(room, 0)} of the LM's {lm_context_window(lm)}-token context for "
+               f"the item (at least {_MIN_ITEM_TOKENS} needed): lower [memory] max_guidelines "
+               "or k, judge fewer dimensions per call, or use mode = \"per-dimension\"")
+        return JudgeResult(item_id, {d: DimensionResult(d, None, "", retrieved[d], error=why)
+                                     for d in dims})
     budgets = [dj.item_tokens for dj in djudges if dj.item_tokens is not None]
     budget = max(room, _MIN_ITEM_TOKENS)
     if budgets:
@@ -317,6 +327,14 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
         results[dim] = DimensionResult(dim, None, "", retrieved[dim],
                                        error=errors.get(dim, "no answer")[:2000], raw=raw)
     return JudgeResult(item_id, {d: results[d] for d in dims})
+
+
+def _window_is_known(lm: Any) -> bool:
+    """Whether the LM's context window is its own (an engine's or a set override), not the
+    default assumed for a model litellm does not list, which may well be larger."""
+    engine = getattr(lm, "engine", None)
+    return bool(getattr(lm, "judgealign_context_window", None)
+                or (engine is not None and getattr(engine, "context_window", None)))
 
 
 class JointMemo:

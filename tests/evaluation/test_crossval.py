@@ -350,7 +350,14 @@ def test_the_demo_subset_defaults_only_what_the_configuration_leaves_unset():
     strong = demo_settings(load_config(overrides={"reflection_lm": {"model": "openai/gpt-4.1"}},
                                        environ={}))
     assert "reflection" not in strong["memory"] and "validate_guidelines" not in strong["memory"]
-    # --full: the same choices, but the configured memory budget (no prompt cuts).
+    # --full: the same choices, the configured memory budget (no prompt cuts), and with the
+    # embedded judge two guidelines per dimension, unless the configuration says how many.
     full = demo_settings(load_config(environ={}), subset=False)
     assert full["scoring"] == {"mode": "joint"} and full["memory"] == {
-        "reflection": "extractive", "validate_guidelines": False}
+        "reflection": "extractive", "validate_guidelines": False, "max_guidelines": 2}
+    mine = demo_settings(load_config(overrides={"memory": {"max_guidelines": 5}}, environ={}),
+                         subset=False)
+    assert "max_guidelines" not in mine["memory"]
+    hosted = demo_settings(load_config(overrides={"lm": {"model": "openai/gpt-4.1"}},
+                                       environ={}), subset=False)
+    assert "max_guidelines" not in hosted["memory"]
