@@ -384,16 +384,25 @@ class MemAlign(Teleprompter):
         episodes.update({e.item_id: e for e in labels.episodes(dim)})
         lm = djudge.resolve_lm()  # the LM the judge will be scored with
 
+        # Judging every training item is most of a calibrated compile's time: show it.
+        bar = _bar(len(episodes), self.progress, f"calibrating {dim}", "item")
+
         def run(fn: Any, jobs: Sequence[Any]) -> list[Any]:
             def call(job: Any) -> Any:
                 with dspy.context(lm=lm):
-                    return fn(job)
+                    out = fn(job)
+                bar.update(1)
+                return out
 
             return _map_calls(call, jobs, lm)
 
         with CostMeter(lm) as meter:
             target = JointView(judge, dim, dims, memo) if judge.mode == "joint" else djudge
-            rows, failed = training_rows(target, [episodes[i] for i in sorted(episodes)], run)
+            try:
+                rows, failed = training_rows(target, [episodes[i] for i in sorted(episodes)],
+                                             run)
+            finally:
+                bar.close()
         djudge.calibration = Calibration.fit(
             rows, level_labels(judge.rubric.scale, djudge.spec.allows_na), judge.rubric.scale,
             k=djudge.k, judge_calls=meter.calls, failed=failed)
@@ -915,10 +924,10 @@ def _as_labelset(trainset: Any) -> LabelSet:
     return labels
 
 
-def _bar(total: int, enabled: bool) -> Any:
+def _bar(total: int, enabled: bool, desc: str = "aligning", unit: str = "dim") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="aligning", unit="dim", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
 
 
 def align_report_table(report: CompileReport) -> str:
