@@ -39,7 +39,13 @@ import dspy
 from judgealign.adapter import JudgeAdapter, neutralize
 from judgealign.calibration import logprob_request
 from judgealign.items import fit_fields, truncate
-from judgealign.lm import is_answer_error, lm_context_window, lm_token_counter, retry_config
+from judgealign.lm import (
+    is_answer_error,
+    lm_context_window,
+    lm_token_counter,
+    own_context_window,
+    retry_config,
+)
 from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import (
     ANSWER_LINE,
@@ -260,13 +266,16 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
     sections = {dj.dimension: dj.instructions for dj in djudges}
     base_max = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
     max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
-    room = (lm_context_window(lm) - max_out - _FIXED_OVERHEAD_TOKENS
-            - sum(count(t) for t in sections.values()) - DEMO_LINE_TOKENS * len(demos))
-    if room < _MIN_ITEM_TOKENS and _window_is_known(lm):
-        # Sent anyway, the call fails with the engine's bare "exceed context window"; say why
-        # (a rubric of many dimensions, each with its guidelines, on a small-context model).
+    section_tokens = sum(count(t) for t in sections.values())
+    room = (lm_context_window(lm) - max_out - _FIXED_OVERHEAD_TOKENS - section_tokens
+            - DEMO_LINE_TOKENS * len(demos))
+    # A window the LM states itself (not litellm's default for a model it does not list,
+    # which may well be larger) that leaves no room for the item: sent anyway, the call fails
+    # with the engine's bare "exceed context window"; say why (a rubric of many dimensions,
+    # each with its guidelines, on a small-context model).
+    if room < _MIN_ITEM_TOKENS and own_context_window(lm) is not None:
         why = (f"ContextWindowError: the joint prompt's rubric sections and guidelines "
-               f"({sum(count(t) for t in sections.values())} tokens), demo lines and answer "
+               f"({section_tokens} tokens), demo lines and answer "
                f"leave {max(room, 0)} of the LM's {lm_context_window(lm)}-token context for "
                f"the item (at least {_MIN_ITEM_TOKENS} needed): lower [memory] max_guidelines "
                "or k, judge fewer dimensions per call, or use mode = \"per-dimension\"")
@@ -327,14 +336,6 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
         results[dim] = DimensionResult(dim, None, "", retrieved[dim],
                                        error=errors.get(dim, "no answer")[:2000], raw=raw)
     return JudgeResult(item_id, {d: results[d] for d in dims})
-
-
-def _window_is_known(lm: Any) -> bool:
-    """Whether the LM's context window is its own (an engine's or a set override), not the
-    default assumed for a model litellm does not list, which may well be larger."""
-    engine = getattr(lm, "engine", None)
-    return bool(getattr(lm, "judgealign_context_window", None)
-                or (engine is not None and getattr(engine, "context_window", None)))
 
 
 class JointMemo:

@@ -31,7 +31,7 @@ def build_lm(settings: LMSettings) -> Any:
     import dspy
 
     model = settings.model
-    if model == LOCAL_PREFIX or model.startswith(LOCAL_PREFIX + ":"):
+    if is_local_model(model):
         from judgealign.local_lm import local_lm
 
         path = model.partition(":")[2] or None
@@ -67,6 +67,11 @@ def build_lm(settings: LMSettings) -> Any:
         lm.judgealign_context_window = settings.context_window
     lm.judgealign_concurrency = settings.concurrency
     return lm
+
+
+def is_local_model(model: str) -> bool:
+    """Whether a model string names the embedded engine (``local`` or ``local:/path.gguf``)."""
+    return model == LOCAL_PREFIX or model.startswith(LOCAL_PREFIX + ":")
 
 
 def endpoint_namespace(api_base: str) -> int:
@@ -118,13 +123,19 @@ def configured_lm() -> Any:
 
 def lm_context_window(lm: Any) -> int:
     """Tokens the LM accepts (prompt and answer together)."""
+    return own_context_window(lm) or _litellm_window(str(getattr(lm, "model", "")))
+
+
+def own_context_window(lm: Any) -> int | None:
+    """The window the LM itself states -- a configured override or its engine's -- or
+    ``None`` when only litellm's listing or the default (possibly too small) can tell."""
     override = getattr(lm, "judgealign_context_window", None)
     if override:
         return int(override)
     engine = getattr(lm, "engine", None)
     if engine is not None and getattr(engine, "context_window", None):
         return int(engine.context_window)
-    return _litellm_window(str(getattr(lm, "model", "")))
+    return None
 
 
 @cache

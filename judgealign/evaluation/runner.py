@@ -149,19 +149,18 @@ def demo_settings(settings: Any, *, subset: bool = True) -> dict[str, Any]:
     not for ``--full``), and :data:`DEMO_SCORING`, (with the embedded model reflecting)
     :data:`DEMO_LOCAL_REFLECTION` and (``--full`` with the embedded judge)
     :data:`DEMO_FULL_LOCAL_MEMORY` for each setting the configuration does not set itself."""
+    from judgealign.lm import is_local_model
+
     memory = dict(DEMO_MEMORY) if subset else {}
     scoring = {k: v for k, v in DEMO_SCORING.items()
                if k not in settings.scoring.model_fields_set}
     configured = settings.memory.model_fields_set
-    if _embedded(settings.reflection.model):
+    if is_local_model(settings.reflection.model):
         memory.update({k: v for k, v in DEMO_LOCAL_REFLECTION.items() if k not in configured})
-    if not subset and _embedded(settings.lm.model):
+    if not subset and is_local_model(settings.lm.model):
         memory.update({k: v for k, v in DEMO_FULL_LOCAL_MEMORY.items() if k not in configured})
     return {"memory": memory, "scoring": scoring}
 
-
-def _embedded(model: str) -> bool:
-    return model == "local" or model.startswith("local:")
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
