@@ -71,6 +71,11 @@ class LMSettings(_Section):
     context_window: int | None = Field(default=None, gt=0,
                                        description="Override the model's context size (tokens).")
     n_threads: int | None = Field(default=None, gt=0, description="Threads of the local model.")
+    prefix_states_mb: int | None = Field(
+        default=None, ge=0,
+        description="Local model: memory (MB) for the KV states of prompts' shared parts (the "
+                    "rubric text and the item), so an item judged again later in a run is "
+                    "read once; default a third of physical memory, at most 8 GiB; 0: none.")
     seed: int = 0
 
     @field_validator("model")

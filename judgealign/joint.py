@@ -4,15 +4,19 @@ Per-dimension judging makes one call per dimension; even with the item-first lay
 item's KV state or a provider's prompt cache shared by the calls) each call pays for its
 own answer and its own dimension part. In joint mode one call carries:
 
-* a system message that depends on the judge only: the item-first layout's rubric text
+* a system message that depends on the rubric only: the item-first layout's rubric text
   (:class:`~judgealign.adapter.JudgeAdapter`), then one section per dimension (its
-  instructions and kept guidelines) and the output fields. Consecutive joint calls share it
-  token for token, so llama.cpp evaluates it once per run, not once per item (its KV state
-  is reused as the common prefix), and a provider's prompt cache serves it;
-* the fenced item and the acknowledgement, as in the item-first layout;
-* the labels of the item's nearest episodes per dimension as compact lines (``score 2: <the
-  expert's rationale>``): the episodic memory's demos without their item text, which would
-  not fit nine times), then the question;
+  instructions) and the output fields. Consecutive joint calls share it token for token, so
+  llama.cpp evaluates it once per run, not once per item (its KV state is reused as the
+  common prefix), and a provider's prompt cache serves it;
+* the fenced item and the acknowledgement, as in the item-first layout. Up to here nothing
+  depends on what alignment learned, so the unaligned and the aligned judge, every fold of a
+  cross-validation and every re-alignment share this prefix: the embedded engine keeps its
+  KV state per item (:class:`~judgealign.local_lm.PrefixStates`) and reads each item once per
+  run, and a provider's prompt cache serves it across them;
+* each dimension's kept guidelines and the labels of the item's nearest episodes as compact
+  lines (``score 2: <the expert's rationale>``: the episodic memory's demos without their
+  item text, which would not fit nine times), then the question;
 * an answer with every ``<dimension>_score``, then every ``<dimension>_rationale`` (the
   signature of :func:`joint_signature`; scores are typed levels, so a constraining engine
   writes nothing else and reports each score's level probabilities). With the scores first,
@@ -46,6 +50,7 @@ from judgealign.lm import (
     own_context_window,
     retry_config,
 )
+from judgealign.memory.semantic import render_guidelines
 from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import (
     ANSWER_LINE,
@@ -115,7 +120,8 @@ class JointAdapter(JudgeAdapter):
     """The layout of a joint call (see the module docstring): four messages, of which only
     the last two depend on the item's retrieved demos and the second on the item.
 
-    ``sections`` maps each judged dimension to its instructions (with guidelines); ``demos``
+    ``sections`` maps each judged dimension to its instructions (without guidelines);
+    ``guidelines`` to its rendered guidelines block (missing or empty: none); ``demos``
     passed to :meth:`format` are dicts with ``dimension``, ``score`` and ``rationale``.
     Parsing is lenient per field: a missing or malformed field comes back as ``None`` or as
     written, and the caller fails that dimension alone.
@@ -124,9 +130,11 @@ class JointAdapter(JudgeAdapter):
     scope = "You will be asked to judge the item on several dimensions at once."
 
     def __init__(self, rubric: Any, sections: Mapping[str, str], *,
-                 scores_only: bool = False, **kwargs: Any) -> None:
+                 guidelines: Mapping[str, str] | None = None, scores_only: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(rubric, **kwargs)
         self.sections = dict(sections)
+        self.guidelines = {d: g for d, g in (guidelines or {}).items() if g}
         self.scores_only = scores_only
 
     def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any],
@@ -160,12 +168,15 @@ class JointAdapter(JudgeAdapter):
         return "\n\n".join(parts)
 
     def joint_message(self, demos: Sequence[Mapping[str, Any]]) -> str:
-        """The nearest episodes' labels per dimension (compact lines), then the question."""
+        """Per dimension its guidelines and the nearest episodes' labels (compact lines),
+        then the question: everything alignment learned comes after the item."""
         by_dim: dict[str, list[Mapping[str, Any]]] = {}
         for demo in demos:
             by_dim.setdefault(str(demo.get("dimension")), []).append(demo)
         parts = []
         for n, dim in enumerate(self.sections, start=1):
+            if dim in self.guidelines:
+                parts.append(f"For dimension {n} ({self._name(dim)}): {self.guidelines[dim]}")
             shown = by_dim.get(dim, [])
             if shown:
                 parts.append("\n".join(
@@ -263,10 +274,11 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
             demos.append({"dimension": dj.dimension, "score": d.get("score"),
                           "rationale": truncate(str(d.get("rationale") or ""),
                                                 DEMO_LINE_TOKENS, count)})
-    sections = {dj.dimension: dj.instructions for dj in djudges}
+    sections = {dj.dimension: dj.base_instructions for dj in djudges}
+    guidelines = {dj.dimension: render_guidelines(dj.guidelines) for dj in djudges}
     base_max = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
     max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
-    section_tokens = sum(count(t) for t in sections.values())
+    section_tokens = sum(count(t) for t in [*sections.values(), *guidelines.values()] if t)
     room = (lm_context_window(lm) - max_out - _FIXED_OVERHEAD_TOKENS - section_tokens
             - DEMO_LINE_TOKENS * len(demos))
     # A window the LM states itself (not litellm's default for a model it does not list,
@@ -297,7 +309,7 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
         signature = joint_signature(judge.rubric, pending)
         predict = dspy.Predict(signature)
         adapter = JointAdapter(judge.rubric, {d: sections[d] for d in pending},
-                               scores_only=scores_only)
+                               guidelines=guidelines, scores_only=scores_only)
         config = {**retry_config(lm, attempt), **ask, "max_tokens": max_out}
         try:
             with dspy.context(lm=lm, adapter=adapter):

@@ -29,6 +29,7 @@ from typing import Any
 from judgealign.config import LMSettings
 from judgealign.errors import LMError
 from judgealign.local_fields import chat_tokens, fill_fields, flat_fields
+from judgealign.local_states import PrefixStates, common_prefix, default_budget
 from judgealign.local_levels import (
     as_token_logprobs,
     enum_fields,
@@ -143,6 +144,13 @@ def _without_extra_buffer_types(active: bool) -> Iterator[None]:
         low.llama_model_default_params = original
 
 
+@cache
+def _prefix_states(path: str, n_ctx: int, n_threads: int, seed: int, budget: int
+                   ) -> PrefixStates:
+    # One store per model handle (see _load_llama): the states are its context's KV cells.
+    return PrefixStates(budget)
+
+
 class CompletionCache:
     """A small SQLite store of answers; safe to share between threads and processes."""
 
@@ -185,6 +193,10 @@ class LlamaCppEngine:
         Write flat JSON answers field by field, the scaffolding evaluated as prompt
         (:mod:`judgealign.local_fields`; default). ``False``: llama.cpp's grammar-constrained
         generation of the whole answer, as before issue 15 (kept for comparison).
+    prefix_states_mb
+        Memory for the KV states of prompts' shared parts (rubric text and item), so an item
+        judged again later in the run is not read again (:mod:`judgealign.local_states`);
+        ``None``: a third of physical memory, at most 8 GiB; 0 keeps none.
     """
 
     supports_response_schema = True
@@ -194,7 +206,7 @@ class LlamaCppEngine:
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int | None = None,
                  n_threads: int | None = None, seed: int = 0, use_cache: bool = True,
-                 fill_fields: bool = True) -> None:
+                 fill_fields: bool = True, prefix_states_mb: int | None = None) -> None:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise LMError(f"GGUF model file not found: {path}")
@@ -205,6 +217,14 @@ class LlamaCppEngine:
         self.fill_fields = fill_fields
         self._cache = CompletionCache(cache_dir() / "local-lm.sqlite") if use_cache else None
         self._lock = threading.Lock()
+        self._prefix_bytes = default_budget() if prefix_states_mb is None \
+            else prefix_states_mb << 20
+
+    @property
+    def prefix_states(self) -> PrefixStates:
+        """The KV states of prompt prefixes kept for this engine's model context."""
+        return _prefix_states(str(self.model_path), self._n_ctx or 0, self.n_threads, self.seed,
+                              self._prefix_bytes)
 
     # --- what judgealign asks of an LM ------------------------------------------------------
 
@@ -260,6 +280,7 @@ class LlamaCppEngine:
                 raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of "
                                  f"{self.context_window}")
             with self._lock:
+                self._prepare_prefix(messages, prompt)
                 filled = fill_fields(self.llama, prompt, fields, max_tokens=params["max_tokens"],
                                      temperature=params["temperature"], seed=params["seed"],
                                      closing=quote_tokens(str(self.model_path), self.llama))
@@ -273,7 +294,10 @@ class LlamaCppEngine:
                 self._cache.put(key, answer)
         if answer is None:
             found: dict[str, dict[str, float]] = {}
+            tokens = chat_tokens(self.llama, messages) if self.prefix_states.budget else None
             with self._lock:
+                if tokens is not None:  # llama.cpp's completion reuses what the KV holds
+                    self._prepare_prefix(messages, tokens)
                 out = self.llama.create_chat_completion(messages=messages, **params)
                 raw = out["choices"][0]["message"].get("content") or ""
                 if levels:  # now, while the KV cache holds this answer's prefix
@@ -299,6 +323,16 @@ class LlamaCppEngine:
                         usage=Usage(input_tokens=usage.get("prompt_tokens"),
                                     output_tokens=usage.get("completion_tokens")),
                         logprobs=logprobs)
+
+    def _prepare_prefix(self, messages: list[dict[str, str]], prompt: list[int]) -> None:
+        """Have the KV cache hold the prompt's shared part (every message but the last: the
+        rubric text and the item), from a kept state when a call earlier in the run read it
+        (:mod:`judgealign.local_states`). Call with the lock held."""
+        if len(messages) < 2 or not self.prefix_states.budget:
+            return
+        shared = chat_tokens(self.llama, messages[:-1])
+        if shared:
+            self.prefix_states.prepare(self.llama, prompt, common_prefix(shared, prompt))
 
     # --- level probabilities ------------------------------------------------------------------
 
@@ -414,7 +448,7 @@ def local_lm(model_path: str | None, settings: LMSettings) -> Any:
 
     engine = LlamaCppEngine(model_path, n_ctx=settings.context_window,
                             n_threads=settings.n_threads, seed=settings.seed,
-                            use_cache=settings.cache)
+                            use_cache=settings.cache, prefix_states_mb=settings.prefix_states_mb)
     name = "local/" + engine.model_path.stem
     return dspy.LM(name, engine=engine, cache=False, temperature=settings.temperature,
                    max_tokens=settings.max_tokens or DEFAULT_MAX_TOKENS, num_retries=0)

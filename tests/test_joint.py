@@ -107,21 +107,40 @@ def test_a_joint_prompt_starts_with_the_per_dimension_shared_part(tiny_rubric):
 
 def test_consecutive_joint_prompts_share_everything_before_the_item(tiny_rubric):
     """What llama.cpp and provider prompt caches reuse across items: the system message holds
-    every dimension's section (with its guidelines) and nothing of the item or its demos."""
+    every dimension's section and nothing of the item, its demos or the guidelines."""
     dims = ["correctness", "clarity"]
-    sections = {"correctness": "Is the answer right?\nGuidelines:\n- check the units",
-                "clarity": "Is the answer clear?"}
-    adapter = JointAdapter(tiny_rubric, sections)
+    sections = {"correctness": "Is the answer right?", "clarity": "Is the answer clear?"}
+    adapter = JointAdapter(tiny_rubric, sections,
+                           guidelines={"correctness": "Guidelines:\n- check the units"})
     signature = joint_signature(tiny_rubric, dims)
     first = adapter.format(signature, [{"dimension": "clarity", "score": 1,
                                         "rationale": "rambles"}], {"answer": "alpha"})
     second = adapter.format(signature, [], {"answer": "beta"})
     assert first[0] == second[0]
-    assert "check the units" in first[0]["content"]
     assert "Is the answer clear?" in first[0]["content"]
     assert "alpha" not in first[0]["content"] and "rambles" not in first[0]["content"]
     assert "- score 1: rambles" in first[3]["content"] and "rambles" not in second[3]["content"]
     assert first[1]["content"] != second[1]["content"]
+
+
+def test_what_alignment_learned_comes_after_the_item(tiny_rubric):
+    """The unaligned and the aligned judge (and every fold's) share the prompt up to and
+    including the item: guidelines and demos follow it, so an engine's state per item or a
+    provider's prompt cache serves them all."""
+    dims = ["correctness", "clarity"]
+    sections = {"correctness": "Is the answer right?", "clarity": "Is the answer clear?"}
+    signature = joint_signature(tiny_rubric, dims)
+    inputs = {"answer": "alpha"}
+    bare = JointAdapter(tiny_rubric, sections).format(signature, [], inputs)
+    aligned = JointAdapter(tiny_rubric, sections,
+                           guidelines={"correctness": "Guidelines:\n- check the units"}
+                           ).format(signature, [{"dimension": "clarity", "score": 1,
+                                                 "rationale": "rambles"}], inputs)
+    assert aligned[:3] == bare[:3]
+    last = aligned[3]["content"]
+    assert "check the units" not in bare[3]["content"]
+    assert last.index("For dimension 1 (") < last.index("check the units") \
+        < last.index("rambles") < last.index("Judge the item")
 
 
 def test_demos_are_compact_label_lines_without_the_items_text(tiny_rubric):
