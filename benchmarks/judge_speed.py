@@ -66,10 +66,10 @@ class EvalCounter:
     class is untouched) and, for answers written field by field, the engine's
     ``chat_tokens`` (which builds those calls' prompts)."""
 
-    def __init__(self, llama: Any) -> None:
+    def __init__(self, llama: Any, states: Any = None) -> None:
         from judgealign import local_lm
 
-        self.llama = llama
+        self.llama, self.states = llama, states
         self.evaluated = 0
         self.prompts: list[list[int]] = []
         eval_, chat, build = llama.eval, llama.create_chat_completion, local_lm.chat_tokens
@@ -94,10 +94,12 @@ class EvalCounter:
         local_lm.chat_tokens = recorded_build
 
     def reset(self, *, cache: bool = True) -> None:
-        """Zero the counts; with ``cache``, also empty the KV cache, so that the next prompt
-        is read from its start."""
+        """Zero the counts; with ``cache``, also empty the KV cache and drop the prompt
+        prefixes' kept states, so that the next prompt is read from its start."""
         if cache:
             self.llama.reset()
+            if self.states is not None:
+                self.states.clear()
         self.evaluated, self.prompts = 0, []
 
     def floor(self) -> int:
@@ -244,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         lm = scripted_lm(scripted_answer, name="scripted/dry-run")
     else:
         lm = build.judge_lm(build.settings_from(None, overrides={"lm": {"cache": False}}))
-    llama = getattr(getattr(lm, "engine", None), "llama", None)
-    counter = EvalCounter(llama) if llama is not None else None
+    engine = getattr(lm, "engine", None)
+    llama = getattr(engine, "llama", None)
+    counter = EvalCounter(llama, getattr(engine, "prefix_states", None)) \
+        if llama is not None else None
     data = load_ml_notebooks()
     count = lm_token_counter(lm)
     item, previous = pick_items(data, count)

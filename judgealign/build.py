@@ -147,6 +147,7 @@ def memalign_options(memory: MemorySettings, scoring: ScoringSettings | None = N
         "validate": memory.validate_guidelines,
         "validation_budget": memory.validation_budget,
         "validation_items": memory.validation_items,
+        "calibration_items": memory.calibration_items,
         "reflection": memory.reflection,
         "max_reflection_calls": memory.max_reflection_calls,
     }

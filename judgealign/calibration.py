@@ -763,6 +763,22 @@ def input_group(inputs: Mapping[str, str]) -> str:
     return hashlib.sha256(item_text(inputs).encode("utf-8")).hexdigest()[:16]
 
 
+def calibration_sample(item_ids: Iterable[str], most: int | None, seed: int = 0) -> list[str]:
+    """The training items a calibration judges, sorted: all of them, or (``most``) the
+    ``most`` whose seeded hash of the id ranks lowest. A hash rather than a random draw, so
+    that dimensions with different but overlapping item sets share most of their items (a
+    joint judge judges each of them once for all dimensions), and the choice does not
+    depend on which other items are present."""
+    ids = sorted(set(item_ids))
+    if most is None or len(ids) <= most:
+        return ids
+
+    def rank(item_id: str) -> str:
+        return hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()
+
+    return sorted(sorted(ids, key=rank)[:most])
+
+
 def training_rows(djudge: Any, episodes: Sequence[Any],
                   run: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
                   ) -> tuple[list[Row], int]:
@@ -802,7 +818,8 @@ def training_rows(djudge: Any, episodes: Sequence[Any],
 
 
 __all__ = ["DEFAULT_POLICY", "KINDS", "MIN_LABELS", "POLICIES", "SOURCES", "Calibration",
-           "Row", "Verdict", "apply_policy", "bayes_label", "charge", "check_policy",
+           "Row", "Verdict", "apply_policy", "bayes_label", "calibration_sample", "charge",
+           "check_policy",
            "expected_label", "input_group", "judgment_probabilities", "level_labels",
            "logprob_request", "neighbour_distribution", "one_hot",
            "probabilities_from_logprobs", "training_rows"]

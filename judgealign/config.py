@@ -137,6 +137,10 @@ class MemorySettings(_Section):
                                    description="Judge calls for validation per dimension.")
     validation_items: int = Field(default=3, ge=1,
                                   description="Held-out examples each guideline is judged on.")
+    calibration_items: int | None = Field(
+        default=None, ge=1,
+        description="Most training items a calibrated compile judges to fit each dimension's "
+                    "calibration (a seeded sample); unset: all of them.")
 
 
 class TrackingSettings(_Section):

@@ -42,7 +42,7 @@ import dspy
 
 from judgealign.adapter import JudgeAdapter, neutralize
 from judgealign.calibration import logprob_request
-from judgealign.items import fit_fields, truncate
+from judgealign.items import clip, fit_fields
 from judgealign.lm import (
     is_answer_error,
     lm_context_window,
@@ -50,7 +50,6 @@ from judgealign.lm import (
     own_context_window,
     retry_config,
 )
-from judgealign.memory.semantic import render_guidelines
 from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import (
     ANSWER_LINE,
@@ -69,10 +68,11 @@ DEFAULT_MODE: Mode = "per-dimension"
 # Answer tokens per dimension: the score field and a one-sentence rationale. The embedded
 # model's per-call budget is 32; a remote model's 512 would reserve 4,608 tokens for nine.
 ANSWER_TOKENS_PER_DIMENSION = 64
-# Tokens of one compact demo line's rationale (cut): about 24 words of the expert's. Nine
-# dimensions with k=3 make 27 lines; at 60 tokens (the bundled notebooks' rationales average
-# 57) they were 1,700 of a 6,100-token prompt and most of what an aligned judge read per item.
-DEMO_LINE_TOKENS = 32
+# Tokens of one compact demo line's rationale: its first ~18 words, cut at a word with "…"
+# (items.clip). Nine dimensions with k=3 make 27 lines; at 60 tokens (the bundled notebooks'
+# rationales average 57) they were 1,700 of a 6,100-token prompt, read again for every item
+# after it; cut to 32 tokens with truncate's 15-token marker, they kept 17 tokens of text.
+DEMO_LINE_TOKENS = 24
 # The shared part's scaffolding, the question and the output-format text.
 _FIXED_OVERHEAD_TOKENS = 500
 _MIN_ITEM_TOKENS = 256
@@ -121,7 +121,7 @@ class JointAdapter(JudgeAdapter):
     the last two depend on the item's retrieved demos and the second on the item.
 
     ``sections`` maps each judged dimension to its instructions (without guidelines);
-    ``guidelines`` to its rendered guidelines block (missing or empty: none); ``demos``
+    ``guidelines`` to its guideline lines (``- <text>`` each; missing or empty: none); ``demos``
     passed to :meth:`format` are dicts with ``dimension``, ``score`` and ``rationale``.
     Parsing is lenient per field: a missing or malformed field comes back as ``None`` or as
     written, and the caller fails that dimension alone.
@@ -173,17 +173,22 @@ class JointAdapter(JudgeAdapter):
         by_dim: dict[str, list[Mapping[str, Any]]] = {}
         for demo in demos:
             by_dim.setdefault(str(demo.get("dimension")), []).append(demo)
+        # Short headings: this message is read again for every item (nine dimensions' long
+        # headings were ~400 tokens of a ~2,100-token message on the embedded model).
         parts = []
         for n, dim in enumerate(self.sections, start=1):
-            if dim in self.guidelines:
-                parts.append(f"For dimension {n} ({self._name(dim)}): {self.guidelines[dim]}")
             shown = by_dim.get(dim, [])
+            if dim not in self.guidelines and not shown:
+                continue
+            lines = [f"Dimension {n} ({self._name(dim)}):"]
+            if dim in self.guidelines:
+                lines += ["Guidelines learned from the experts (apply them):",
+                          self.guidelines[dim]]
             if shown:
-                parts.append("\n".join(
-                    [f"How the experts scored items similar to this one on dimension {n} "
-                     f"({self._name(dim)}); other items, not the one you judge:"]
-                    + [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
-                       for d in shown]))
+                lines.append("The experts' scores of similar items (other items, not this one):")
+                lines += [f"- score {d.get('score')}: {neutralize(str(d.get('rationale')))}"
+                          for d in shown]
+            parts.append("\n".join(lines))
         parts.append("Judge the item between the ITEM markers above on each of the "
                      f"{len(self.sections)} dimensions of the rubric, independently: first "
                      "every dimension's score, then for each a rationale of one short sentence "
@@ -272,10 +277,11 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
                                     if collect or dj._uses_neighbours() else {})
         for d in found:
             demos.append({"dimension": dj.dimension, "score": d.get("score"),
-                          "rationale": truncate(str(d.get("rationale") or ""),
-                                                DEMO_LINE_TOKENS, count)})
+                          "rationale": clip(str(d.get("rationale") or ""),
+                                            DEMO_LINE_TOKENS, count)})
     sections = {dj.dimension: dj.base_instructions for dj in djudges}
-    guidelines = {dj.dimension: render_guidelines(dj.guidelines) for dj in djudges}
+    guidelines = {dj.dimension: "\n".join(f"- {g.rendered}" for g in dj.guidelines)
+                  for dj in djudges}
     base_max = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
     max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
     section_tokens = sum(count(t) for t in [*sections.values(), *guidelines.values()] if t)

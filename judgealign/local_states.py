@@ -70,6 +70,11 @@ class PrefixStates:
     def __len__(self) -> int:
         return len(self._states)
 
+    def clear(self) -> None:
+        """Drop every kept state (the counters stay)."""
+        self._states.clear()
+        self.bytes = 0
+
     def prepare(self, llama: Any, prompt: Sequence[int], boundary: int) -> None:
         """Leave ``llama``'s KV cache holding at least ``prompt[:boundary]``: from the live
         cache, from a kept state, or evaluated now (and kept)."""

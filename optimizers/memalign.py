@@ -36,7 +36,13 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 from pydantic import BaseModel, Field
 
-from judgealign.calibration import Calibration, check_policy, level_labels, training_rows
+from judgealign.calibration import (
+    Calibration,
+    calibration_sample,
+    check_policy,
+    level_labels,
+    training_rows,
+)
 from judgealign.errors import LabelError
 from judgealign.items import truncate
 from judgealign.joint import JointMemo, JointView
@@ -245,6 +251,12 @@ class MemAlign(Teleprompter):
         those of items with identical inputs) left out of retrieval, by the LM the judge
         judges with (``calibration_calls`` in the report). Re-compiling with nothing new for a
         dimension keeps its calibration. ``align`` and ``cv`` pass ``[scoring] policy``.
+    calibration_items
+        Most training items the calibration judges per dimension: a sample fixed by
+        ``seed`` and the item ids, so every dimension of a joint judge gets the same items
+        and each is judged once for all of them. ``None`` (default): every training item.
+        A cap bounds a calibrated compile's cost (one judgment per item) on a slow LM, at the
+        price of fewer rows to fit on.
 
     Every proposal is kept or rejected with a reason, per guideline (one bad proposal never
     costs the batch): ``empty``, ``too_long`` (over ``MAX_GUIDELINE_CHARS``), ``too_short``,
@@ -261,7 +273,7 @@ class MemAlign(Teleprompter):
                  validate: bool = True, validation_budget: int = 12, seed: int = 0,
                  progress: bool = False, reflection: str = "auto",
                  max_reflection_calls: int = 12, validation_items: int = 3,
-                 policy: str | None = None) -> None:
+                 policy: str | None = None, calibration_items: int | None = None) -> None:
         super().__init__()
         if k < 0 or max_guidelines < 0 or batch_examples < 1 or demo_input_tokens < 32:
             raise ValueError("k and max_guidelines must be >= 0, batch_examples >= 1, "
@@ -283,8 +295,10 @@ class MemAlign(Teleprompter):
                              f"{reflection!r}")
         if max_reflection_calls < 0 or validation_items < 1:
             raise ValueError("max_reflection_calls must be >= 0 and validation_items >= 1")
+        if calibration_items is not None and calibration_items < 1:
+            raise ValueError(f"calibration_items must be None or >= 1, got {calibration_items}")
         self.reflection, self.max_reflection_calls = reflection, max_reflection_calls
-        self.validation_items = validation_items
+        self.validation_items, self.calibration_items = validation_items, calibration_items
         self.policy = check_policy(policy) if policy is not None else None
         self._distill = dspy.Predict(DistillGuidelines)
 
@@ -296,7 +310,8 @@ class MemAlign(Teleprompter):
                 "grounding": asdict(self.grounding) if self.grounding else None,
                 "validate": self.validate, "validation_budget": self.validation_budget,
                 "reflection": self.reflection, "max_reflection_calls": self.max_reflection_calls,
-                "validation_items": self.validation_items, "policy": self.policy}
+                "validation_items": self.validation_items, "policy": self.policy,
+                "calibration_items": self.calibration_items}
 
     # --- compile --------------------------------------------------------------------------
 
@@ -382,10 +397,11 @@ class MemAlign(Teleprompter):
             return
         episodes = {e.item_id: e for e in (judge.memory.episodes(dim) if judge.memory else [])}
         episodes.update({e.item_id: e for e in labels.episodes(dim)})
+        chosen = calibration_sample(episodes, self.calibration_items, self.seed)
         lm = djudge.resolve_lm()  # the LM the judge will be scored with
 
         # Judging every training item is most of a calibrated compile's time: show it.
-        bar = _bar(len(episodes), self.progress, f"calibrating {dim}", "item")
+        bar = _bar(len(chosen), self.progress, f"calibrating {dim}", "item")
 
         def run(fn: Any, jobs: Sequence[Any]) -> list[Any]:
             def call(job: Any) -> Any:
@@ -399,8 +415,7 @@ class MemAlign(Teleprompter):
         with CostMeter(lm) as meter:
             target = JointView(judge, dim, dims, memo) if judge.mode == "joint" else djudge
             try:
-                rows, failed = training_rows(target, [episodes[i] for i in sorted(episodes)],
-                                             run)
+                rows, failed = training_rows(target, [episodes[i] for i in chosen], run)
             finally:
                 bar.close()
         djudge.calibration = Calibration.fit(

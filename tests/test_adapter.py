@@ -158,9 +158,9 @@ def test_dimension_prompts_share_the_item_prefix_token_for_token(tiny_rubric, to
 @pytest.mark.skipif(not _HAS_LOCAL and not _REQUIRE_LOCAL, reason="needs the 'local' extra")
 def test_joint_prompts_of_consecutive_items_share_the_rubric_part_token_for_token(tiny_rubric,
                                                                                   tok):
-    """Joint mode: everything before the item (rubric text, every dimension's section with its
-    guidelines, the output fields) is one token prefix of every item's prompt, so llama.cpp
-    evaluates it once per run; what follows differs from the item's first token on."""
+    """Joint mode: everything before the item (rubric text, every dimension's section, the output
+    fields) is one token prefix of every item's prompt, so llama.cpp evaluates it once per run;
+    what alignment learned (guidelines) comes after the item, so aligning does not change it."""
     def answer(prompt):
         return {f"{d}_{f}": ("2" if f == "score" else "r") for d in ("correctness", "clarity")
                 for f in ("score", "rationale")}
@@ -173,7 +173,9 @@ def test_joint_prompts_of_consecutive_items_share_the_rubric_part_token_for_toke
                 num_threads=1)
     full = [tok(rec.messages(n)) for n in range(2)]
     system = tok(rec.messages(0)[:1], generation_prompt=False)
-    assert "Check the units." in rec.messages(0)[0]["content"]
+    messages = rec.messages(0)
+    assert not any("Check the units." in m["content"] for m in messages[:-1])
+    assert "Water boils" in messages[1]["content"] and "Check the units." in messages[-1]["content"]
     assert len(system) > 300
     for tokens in full:
         assert tokens[:len(system)] == system

@@ -13,7 +13,13 @@ import pytest
 import judgealign
 from judgealign import build
 from judgealign.adapter import judged_text, shown_examples
-from judgealign.calibration import MIN_LABELS, Calibration, Row, level_labels
+from judgealign.calibration import (
+    MIN_LABELS,
+    Calibration,
+    Row,
+    calibration_sample,
+    level_labels,
+)
 from judgealign.config import load_config
 from judgealign.errors import ConfigError
 from judgealign.labels import LabelSet, aggregate
@@ -105,6 +111,32 @@ def test_a_judge_with_no_signal_calibrates_to_the_prior(tiny_rubric):
     assert mae(judge, held_out) == 0.0
     assert dict(zip(cal.labels, cal.prior, strict=True)) == pytest.approx(
         {"1": 8 / 24, "2": 0.0, "3": 16 / 24})
+
+
+def test_a_capped_calibration_judges_only_its_sample_and_still_corrects(tiny_rubric):
+    train, held_out = biased_items(40), biased_items(10, start=100)
+    judged: list[str] = []
+
+    def counting(prompt):
+        judged.append(judged_text(prompt, "answer"))
+        return one_too_high(prompt)
+
+    judge = calibrate(tiny_rubric, train, counting, calibration_items=16)
+    calibration_judged = list(judged)
+    rep = judge.report.dimensions[0]
+    assert rep.calibration_calls == len(calibration_judged) == 16
+    cal = judge.judges["correctness"].calibration
+    assert cal.kind == "logistic", cal.reason
+    assert mae(judge, held_out) == 0.0
+    # The sample is the seeded hash ranking's, the same for any item set holding those items.
+    chosen = calibration_sample([i for i, _, _ in train], 16)
+    assert sorted(calibration_judged) == sorted(a for i, a, _ in train if i in chosen)
+    # Any item set holding the chosen items gets them again; another seed draws others.
+    assert calibration_sample([i for i, _, _ in train[:30]] + chosen, 16) == chosen
+    assert calibration_sample([i for i, _, _ in train], 16, seed=1) != chosen
+    assert calibration_sample(["b", "a"], None) == ["a", "b"]
+    with pytest.raises(ValueError, match="calibration_items"):
+        MemAlign(calibration_items=0)
 
 
 def test_too_few_labels_fit_nothing_and_score_as_expected(tiny_rubric):

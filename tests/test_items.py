@@ -6,6 +6,7 @@ import pytest
 
 from judgealign.errors import ItemError
 from judgealign.items import (
+    clip,
     estimate_tokens,
     item_id_for,
     read_item_file,
@@ -49,6 +50,18 @@ def test_truncate_fits_budget_and_marks_the_cut():
     assert out.startswith("line 0") and out.rstrip().endswith("line 4999")
     assert "cut to fit" in out
     assert truncate("short", 300) == "short"
+
+
+def test_clip_keeps_the_most_leading_words_that_fit():
+    words = [f"word{i}" for i in range(200)]
+    text = " ".join(words)
+    out = clip(text, 24)
+    assert estimate_tokens(out) <= 24 and out.endswith("…")
+    kept = out[:-1].split()
+    assert kept == words[:len(kept)] and kept
+    # One word more would not fit: the cut is as late as the budget allows.
+    assert estimate_tokens(" ".join(words[:len(kept) + 1]) + "…") > 24
+    assert clip("short note", 24) == "short note" and clip(text, 0) == ""
 
 
 def test_item_ids_are_stable_and_content_based():

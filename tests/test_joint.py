@@ -111,7 +111,7 @@ def test_consecutive_joint_prompts_share_everything_before_the_item(tiny_rubric)
     dims = ["correctness", "clarity"]
     sections = {"correctness": "Is the answer right?", "clarity": "Is the answer clear?"}
     adapter = JointAdapter(tiny_rubric, sections,
-                           guidelines={"correctness": "Guidelines:\n- check the units"})
+                           guidelines={"correctness": "- check the units"})
     signature = joint_signature(tiny_rubric, dims)
     first = adapter.format(signature, [{"dimension": "clarity", "score": 1,
                                         "rationale": "rambles"}], {"answer": "alpha"})
@@ -133,14 +133,14 @@ def test_what_alignment_learned_comes_after_the_item(tiny_rubric):
     inputs = {"answer": "alpha"}
     bare = JointAdapter(tiny_rubric, sections).format(signature, [], inputs)
     aligned = JointAdapter(tiny_rubric, sections,
-                           guidelines={"correctness": "Guidelines:\n- check the units"}
+                           guidelines={"correctness": "- check the units"}
                            ).format(signature, [{"dimension": "clarity", "score": 1,
                                                  "rationale": "rambles"}], inputs)
     assert aligned[:3] == bare[:3]
     last = aligned[3]["content"]
     assert "check the units" not in bare[3]["content"]
-    assert last.index("For dimension 1 (") < last.index("check the units") \
-        < last.index("rambles") < last.index("Judge the item")
+    assert last.index("Dimension 1 (") < last.index("check the units") \
+        < last.index("Dimension 2 (") < last.index("rambles") < last.index("Judge the item")
 
 
 def test_demos_are_compact_label_lines_without_the_items_text(tiny_rubric):

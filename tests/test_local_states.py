@@ -68,3 +68,9 @@ def test_an_item_judged_again_after_another_is_read_once_and_judged_the_same(tin
         assert not again[dim].failed and not read[dim].failed
         assert again[dim].probabilities == pytest.approx(read[dim].probabilities, abs=1e-5)
         assert again[dim].label == read[dim].label
+    # Cleared, the states are gone: the next judgment of the item reads it again.
+    states.clear()
+    assert len(states) == 0 and states.bytes == 0
+    misses = states.misses
+    judge(**other)
+    assert states.misses > misses

@@ -48,12 +48,15 @@ DEFAULT_VARIANTS = ("baseline", "memalign")
 # judge calls per dimension and fold -- is left to `cv`.
 DEMO_SCORING = {"mode": "joint"}
 DEMO_LOCAL_REFLECTION = {"reflection": "extractive", "validate_guidelines": False}
-# ``--full`` on the embedded judge: one joint prompt holds all nine dimensions' sections with
-# their guidelines, the demo lines and the whole notebook (up to 2,319 tokens) in SmolLM2's
-# 8,192-token context; with 8 guidelines per dimension the sections alone took 6,842 tokens and
-# every call overflowed. With two, the joint budget keeps almost every notebook whole (the
-# first fold measured cut 1 of 16 by 228 characters).
-DEMO_FULL_LOCAL_MEMORY = {"max_guidelines": 2}
+# ``--full`` on the embedded judge: one joint prompt holds all nine dimensions' sections, the
+# whole notebook (up to 2,319 tokens), then the guidelines and demo lines, in SmolLM2's
+# 8,192-token context; with 8 guidelines per dimension every call overflowed it. The engine
+# keeps each notebook's KV state, so after its first read an aligned judgment costs what
+# follows the notebook: with two guidelines and three demo lines per dimension that was
+# ~2,600 tokens (~38 s on 2 cores), times 256 aligned judgments. Two demo lines (as the
+# subset) and calibrations fitted on 24 of each fold's 48 training items bring the run under
+# 90 minutes.
+DEMO_FULL_LOCAL_MEMORY = {"max_guidelines": 2, "k": 2, "calibration_items": 24}
 
 
 @dataclass(frozen=True)

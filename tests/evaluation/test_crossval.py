@@ -351,13 +351,17 @@ def test_the_demo_subset_defaults_only_what_the_configuration_leaves_unset():
                                        environ={}))
     assert "reflection" not in strong["memory"] and "validate_guidelines" not in strong["memory"]
     # --full: the same choices, the configured memory budget (no prompt cuts), and with the
-    # embedded judge two guidelines per dimension, unless the configuration says how many.
+    # embedded judge two guidelines and two demos per dimension and calibrations on 24
+    # training items, each unless the configuration says otherwise.
     full = demo_settings(load_config(environ={}), subset=False)
     assert full["scoring"] == {"mode": "joint"} and full["memory"] == {
-        "reflection": "extractive", "validate_guidelines": False, "max_guidelines": 2}
-    mine = demo_settings(load_config(overrides={"memory": {"max_guidelines": 5}}, environ={}),
-                         subset=False)
-    assert "max_guidelines" not in mine["memory"]
+        "reflection": "extractive", "validate_guidelines": False, "max_guidelines": 2,
+        "k": 2, "calibration_items": 24}
+    mine = demo_settings(load_config(overrides={"memory": {"max_guidelines": 5, "k": 4}},
+                                     environ={}), subset=False)
+    assert "max_guidelines" not in mine["memory"] and "k" not in mine["memory"]
+    assert mine["memory"]["calibration_items"] == 24
     hosted = demo_settings(load_config(overrides={"lm": {"model": "openai/gpt-4.1"}},
                                        environ={}), subset=False)
     assert "max_guidelines" not in hosted["memory"]
+    assert "calibration_items" not in hosted["memory"]
