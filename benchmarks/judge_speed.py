@@ -245,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         lm = scripted_lm(scripted_answer, name="scripted/dry-run")
     else:
-        lm = build.judge_lm(build.settings_from(None, overrides={"lm": {"cache": False}}))
+        # No kept prefix states: one judgment of one item gains nothing from them, and the
+        # token lists the engine builds for them would be counted as prompts in the floor.
+        lm = build.judge_lm(build.settings_from(
+            None, overrides={"lm": {"cache": False, "prefix_states_mb": 0}}))
     engine = getattr(lm, "engine", None)
     llama = getattr(engine, "llama", None)
     counter = EvalCounter(llama, getattr(engine, "prefix_states", None)) \

@@ -12,7 +12,7 @@ own answer and its own dimension part. In joint mode one call carries:
 * the fenced item and the acknowledgement, as in the item-first layout. Up to here nothing
   depends on what alignment learned, so the unaligned and the aligned judge, every fold of a
   cross-validation and every re-alignment share this prefix: the embedded engine keeps its
-  KV state per item (:class:`~judgealign.local_lm.PrefixStates`) and reads each item once per
+  KV state per item (:class:`~judgealign.local_states.PrefixStates`) and reads each item once per
   run, and a provider's prompt cache serves it across them;
 * each dimension's kept guidelines and the labels of the item's nearest episodes as compact
   lines (``score 2: <the expert's rationale>``: the episodic memory's demos without their
