@@ -66,10 +66,10 @@ class EvalCounter:
     class is untouched) and, for answers written field by field, the engine's
     ``chat_tokens`` (which builds those calls' prompts)."""
 
-    def __init__(self, llama: Any, states: Any = None) -> None:
+    def __init__(self, llama: Any) -> None:
         from judgealign import local_lm
 
-        self.llama, self.states = llama, states
+        self.llama = llama
         self.evaluated = 0
         self.prompts: list[list[int]] = []
         eval_, chat, build = llama.eval, llama.create_chat_completion, local_lm.chat_tokens
@@ -94,12 +94,10 @@ class EvalCounter:
         local_lm.chat_tokens = recorded_build
 
     def reset(self, *, cache: bool = True) -> None:
-        """Zero the counts; with ``cache``, also empty the KV cache and drop the prompt
-        prefixes' kept states, so that the next prompt is read from its start."""
+        """Zero the counts; with ``cache``, also empty the KV cache, so that the next prompt
+        is read from its start (the LM keeps no prefix states: see ``main``)."""
         if cache:
             self.llama.reset()
-            if self.states is not None:
-                self.states.clear()
         self.evaluated, self.prompts = 0, []
 
     def floor(self) -> int:
@@ -249,10 +247,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # token lists the engine builds for them would be counted as prompts in the floor.
         lm = build.judge_lm(build.settings_from(
             None, overrides={"lm": {"cache": False, "prefix_states_mb": 0}}))
-    engine = getattr(lm, "engine", None)
-    llama = getattr(engine, "llama", None)
-    counter = EvalCounter(llama, getattr(engine, "prefix_states", None)) \
-        if llama is not None else None
+    llama = getattr(getattr(lm, "engine", None), "llama", None)
+    counter = EvalCounter(llama) if llama is not None else None
     data = load_ml_notebooks()
     count = lm_token_counter(lm)
     item, previous = pick_items(data, count)

@@ -50,6 +50,7 @@ from judgealign.lm import (
     own_context_window,
     retry_config,
 )
+from judgealign.memory.semantic import guideline_lines
 from judgealign.results import DimensionResult, JudgeResult
 from judgealign.signatures.rubric import (
     ANSWER_LINE,
@@ -280,8 +281,7 @@ def judge_jointly(judge: Any, inputs: Mapping[str, str], dims: Sequence[str], *,
                           "rationale": clip(str(d.get("rationale") or ""),
                                             DEMO_LINE_TOKENS, count)})
     sections = {dj.dimension: dj.base_instructions for dj in djudges}
-    guidelines = {dj.dimension: "\n".join(f"- {g.rendered}" for g in dj.guidelines)
-                  for dj in djudges}
+    guidelines = {dj.dimension: guideline_lines(dj.guidelines) for dj in djudges}
     base_max = int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 256)
     max_out = min(base_max, ANSWER_TOKENS_PER_DIMENSION) * len(dims) + 16
     section_tokens = sum(count(t) for t in [*sections.values(), *guidelines.values()] if t)

@@ -85,13 +85,16 @@ class Guideline:
         return cls(**fields)
 
 
+def guideline_lines(guidelines: Sequence[Guideline]) -> str:
+    """One ``- <guideline>`` line per guideline ('' when there is none)."""
+    return "\n".join(f"- {g.rendered}" for g in guidelines)
+
+
 def render_guidelines(guidelines: Sequence[Guideline]) -> str:
     """The block appended to a dimension's instructions ('' when there is none)."""
     if not guidelines:
         return ""
-    lines = [GUIDELINES_HEADING]
-    lines += [f"- {g.rendered}" for g in guidelines]
-    return "\n".join(lines)
+    return f"{GUIDELINES_HEADING}\n{guideline_lines(guidelines)}"
 
 
 def merge_duplicates(kept: Sequence[Guideline], new: Sequence[Guideline], vectors_kept: np.ndarray,
